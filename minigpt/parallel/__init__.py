@@ -1,0 +1,1 @@
+"""Hand-written parallel training (data parallel, ZeRO, pipeline) — later issues."""
