@@ -1,0 +1,40 @@
+"""Shared test helpers: run a numbered lesson in quick mode, locate GPT-2's files.
+
+Lesson files start with a digit (`01_tokenization.py`), so they cannot be
+imported by name; `load_lesson` imports one from its path instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = ROOT / "lessons"
+# GPT-2's published tokenizer files live beside the project for developers and CI,
+# never in a user's clone: tests that need them skip with a reason when absent.
+SHARED_GPT2 = ROOT.parent / "shared" / "data" / "gpt2"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def load_lesson(stem: str) -> ModuleType:
+    """Import `lessons/<stem>.py` as a module (e.g. stem="01_tokenization")."""
+    path = LESSONS / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"lesson_{stem}", path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def gpt2_files() -> tuple[Path, Path]:
+    encoder_json, vocab_bpe = SHARED_GPT2 / "encoder.json", SHARED_GPT2 / "vocab.bpe"
+    if not (encoder_json.exists() and vocab_bpe.exists()):
+        pytest.skip(f"GPT-2 tokenizer files not found under {SHARED_GPT2} (only in the dev checkout)")
+    return encoder_json, vocab_bpe

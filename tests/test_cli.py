@@ -1,0 +1,165 @@
+"""The command line: help is complete, misuse is one line and exit status 2, the jobs run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minigpt.cli import build_parser, main
+
+SUBCOMMANDS = ["prepare", "train", "sample", "eval", "info"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse exits for --help and bad flags
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_usage_error(code: int, err: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "error" in lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli([command, "--help"], capsys)
+    assert code == 0
+    assert f"minigpt {command}" in out
+    # each option is documented, not just listed
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings} has no help text"
+
+
+def test_python_dash_m_works() -> None:
+    proc = subprocess.run([sys.executable, "-m", "minigpt", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "prepare" in proc.stdout and "sample" in proc.stdout
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli([], capsys)
+    assert code == 2
+    assert "COMMAND" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--objective", "xlnet"],
+        ["train", "--max-steps", "ten"],
+        ["frobnicate"],
+        ["sample"],
+    ],
+)
+def test_bad_flags_are_one_line(args: list[str], capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_usage_error(code, err)
+
+
+def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for command in ("sample", "eval"):
+        code, _, err = run_cli([command, str(tmp_path / "nope.pt")], capsys)
+        assert_one_line_usage_error(code, err)
+        assert "nope.pt" in err
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    code, _, err = run_cli(["sample", str(bad)], capsys)
+    assert_one_line_usage_error(code, err)
+
+
+def test_unknown_preset_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_cli(["info", "--preset", "gpt5"], capsys)
+    assert_one_line_usage_error(code, err)
+    assert "gpt5" in err
+    code, _, err = run_cli(["train", "--preset", "gpt5", "--max-steps", "1"], capsys)
+    assert_one_line_usage_error(code, err)
+
+
+def test_bad_sizes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_cli(["info", "--d-model", "100", "--n-heads", "3"], capsys)
+    assert_one_line_usage_error(code, err)
+    code, _, err = run_cli(
+        ["train", "--d-model", "100", "--n-heads", "3", "--out", str(tmp_path)], capsys
+    )
+    assert_one_line_usage_error(code, err)
+
+
+def test_missing_data_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run_cli(["prepare", "--data", str(tmp_path / "missing.txt")], capsys)
+    assert_one_line_usage_error(code, err)
+    assert "missing.txt" in err
+
+
+def test_bad_sampling_settings_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for flags in (["--top-p", "1.5"], ["--temperature", "-1"], ["--max-new-tokens", "0"]):
+        code, _, err = run_cli(["sample", str(tmp_path / "x.pt"), *flags], capsys)
+        assert_one_line_usage_error(code, err)
+
+
+def test_info_prints_parameters(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(["info", "--preset", "gpt2-small", "--vocab-size", "50257"], capsys)
+    assert code == 0
+    # GPT-2 small has ~124M parameters (Radford et al. 2019, with tied embeddings)
+    line = next(line for line in out.splitlines() if line.startswith("parameters"))
+    n = int(line.split()[1].replace(",", ""))
+    assert 120e6 < n < 130e6
+
+
+@pytest.mark.slow
+def test_prepare_train_sample_eval_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    data_dir, out = tmp_path / "data", tmp_path / "run"
+    code, out_text, err = run_cli(
+        ["prepare", "--data", str(corpus), "--tokenizer", "char", "--data-dir", str(data_dir)],
+        capsys,
+    )
+    assert code == 0, err
+    assert "tokens" in out_text
+    common = ["--data", str(corpus), "--tokenizer", "char", "--data-dir", str(data_dir)]
+    code, out_text, err = run_cli(
+        ["train", *common, "--d-model", "32", "--n-layers", "1", "--n-heads", "2",
+         "--d-ff", "64", "--block-size", "16", "--batch-size", "8", "--max-steps", "30",
+         "--eval-interval", "15", "--lr", "0.01", "--precision", "fp32", "--device", "cpu",
+         "--out", str(out)],
+        capsys,
+    )
+    assert code == 0, err
+    assert "bits per byte" in out_text
+    ckpt = out / "ckpt.pt"
+    assert ckpt.exists()
+    code, out_text, err = run_cli(["sample", str(ckpt), "--prompt", "the ", "--max-new-tokens",
+                                   "20", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert out_text.strip()
+    code, out_text, err = run_cli(["eval", str(ckpt), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "bits per byte" in out_text
+    # resuming a finished run with a larger budget continues from the checkpoint
+    code, out_text, err = run_cli(
+        ["train", *common, "--d-model", "32", "--n-layers", "1", "--n-heads", "2",
+         "--d-ff", "64", "--block-size", "16", "--batch-size", "8", "--max-steps", "40",
+         "--eval-interval", "20", "--lr", "0.01", "--precision", "fp32", "--device", "cpu",
+         "--out", str(out), "--resume", "--no-sample"],
+        capsys,
+    )
+    assert code == 0, err
