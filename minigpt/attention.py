@@ -1,0 +1,223 @@
+"""Scaled dot-product attention, masks, a key/value cache and multi-head attention.
+
+Attention lets every position build its output as a weighted average of the other positions'
+values, with weights given by how well its query matches their keys:
+softmax(Q K^T / sqrt(d_k)) V  ("Attention Is All You Need", Vaswani et al. 2017, eq. 1).
+
+Two paths give one answer. The explicit path below writes the formula out and returns the
+attention weights (for reading and plotting, lessons 03 and 04); the fast path calls
+`torch.nn.functional.scaled_dot_product_attention`, a fused kernel that never materialises
+the weights and is what training uses. Tests prove both equal to `nn.MultiheadAttention`.
+
+Masks are KEEP masks: True means "may attend", as in `F.scaled_dot_product_attention`.
+They broadcast to (B, H, T_q, T_k): a (T_q, T_k) causal mask and a (B, 1, 1, T_k) padding
+mask both work, and `&` combines them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Below this many rows (batch * tokens) q/k/v are projected by three separate matmuls; measured
+# on CPU, concatenating the weights only pays off from a few hundred rows up.
+FUSE_MIN_ROWS = 256
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout_p: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T / sqrt(d_k) + mask) v, written out; returns (output, weights).
+
+    q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v) -> output (..., T_q, d_v),
+    weights (..., T_q, T_k). `mask` is a boolean keep mask or a float mask added to the scores.
+
+    Why divide by sqrt(d_k): the dot product of two random unit-variance vectors has variance
+    d_k, so unscaled scores grow with the head size and push softmax into a near one-hot regime
+    with vanishing gradients. Why -inf: exp(-inf) = 0, so masked keys get exactly zero weight.
+    A row with every key masked would be softmax of all -inf = NaN; such rows are given
+    zero weights (and a zero output) instead, like the fused kernel does.
+    """
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+    row_has_key = None
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            # Un-mask fully masked rows before the softmax (finite, no NaN in forward or
+            # backward) and zero their weights afterwards.
+            row_has_key = mask.any(dim=-1, keepdim=True)  # (..., T_q, 1)
+            scores = scores.masked_fill(~(mask | ~row_has_key), float("-inf"))
+        else:
+            scores = scores + mask
+    weights = torch.softmax(scores, dim=-1)
+    if row_has_key is not None:
+        weights = weights * row_has_key
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    return weights @ v, weights
+
+
+def causal_mask(
+    t_q: int, t_k: int | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """Boolean (t_q, t_k) keep mask where query i may see keys j <= i + (t_k - t_q).
+
+    The queries are aligned with the END of the keys, which is what incremental decoding needs:
+    with a cache of t_k - t_q earlier tokens, the new query i sits at absolute position
+    i + (t_k - t_q) and may see everything up to and including itself.
+    """
+    t_k = t_q if t_k is None else t_k
+    if t_k < t_q:
+        raise ValueError(f"t_k={t_k} < t_q={t_q}: queries must not outnumber the keys they follow")
+    ones = torch.ones(t_q, t_k, dtype=torch.bool, device=device)
+    return torch.tril(ones, diagonal=t_k - t_q)
+
+
+def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
+    """Keep mask (B, 1, 1, T_k) that hides padding keys: True where ids (B, T_k) != pad_id."""
+    return (ids != pad_id)[:, None, None, :]
+
+
+def length_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """Keep mask (B, 1, 1, T_k) from true lengths (B,): key j is kept when j < lengths[b]."""
+    t_k = int(lengths.max()) if max_len is None else max_len
+    positions = torch.arange(t_k, device=lengths.device)  # (T_k,)
+    return (positions[None, :] < lengths[:, None])[:, None, None, :]
+
+
+class KVCache:
+    """Keys and values already computed by ONE attention module, for incremental decoding.
+
+    When generating token by token, the keys and values of earlier tokens never change, so
+    recomputing them each step would cost O(T^2) projections; the cache keeps them and each
+    step only projects the new token. Holds k, v of shape (B, H, T, d_head).
+    """
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached (0 when empty)."""
+        return 0 if self.k is None else self.k.size(-2)
+
+    def append(self, k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:
+        """Add k_new, v_new (B, H, T_new, d_head); return all cached (B, H, T, d_head)."""
+        if self.k is None or self.v is None:
+            self.k, self.v = k_new, v_new
+        else:
+            self.k = torch.cat([self.k, k_new], dim=-2)
+            self.v = torch.cat([self.v, v_new], dim=-2)
+        return self.k, self.v
+
+    def reset(self) -> None:
+        """Forget everything (start a new sequence)."""
+        self.k = None
+        self.v = None
+
+
+class MultiHeadAttention(nn.Module):
+    """H attention heads in parallel, each over its own d_model / H slice, then mixed.
+
+    One head can only produce one weighted average per position; several heads let a position
+    look for different things at once (a previous word, a matching bracket...). The heads are
+    not separate modules: q/k/v are projected once to d_model and reshaped to (B, H, T, d_head).
+
+    Self-attention when `context` is None, cross-attention (queries from x, keys and values from
+    `context`) otherwise. Set `record_weights = True` to take the explicit path and keep the
+    weights in `last_weights` (B, H, T_q, T_k) for plots; by default the fused kernel is used.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if d_model <= 0 or n_heads <= 0 or d_model % n_heads != 0:
+            raise ValueError(
+                f"d_model={d_model} must be a positive multiple of n_heads={n_heads}; "
+                "choose d_model = n_heads * d_head"
+            )
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.record_weights = False
+        self.last_weights: Tensor | None = None
+
+    def _project(self, x: Tensor, layers: tuple[nn.Linear, ...]) -> list[Tensor]:
+        # For training-sized inputs one matmul against the concatenated weights beats one per
+        # projection (~10% of a forward+backward, benchmarks/attention.py); autograd splits the
+        # gradient back into each nn.Linear. With few rows (token-by-token decoding) copying
+        # the weights costs more than it saves, so small inputs use the separate layers.
+        if len(layers) == 1 or x.numel() // x.size(-1) < FUSE_MIN_ROWS:
+            return [layer(x) for layer in layers]
+        weight = torch.cat([lin.weight for lin in layers], dim=0)
+        bias = None
+        if layers[0].bias is not None:
+            bias = torch.cat([lin.bias for lin in layers], dim=0)
+        return list(F.linear(x, weight, bias).split(self.d_model, dim=-1))
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """x (B, T_q, d_model) [, context (B, T_k, d_model)] -> (B, T_q, d_model).
+
+        `mask`: keep mask broadcastable to (B, H, T_q, T_k); a 3-D mask is read as
+        (B, T_q, T_k). `is_causal`: also hide future keys. `cache`: for self-attention the new
+        keys/values are appended and the queries sit after the cached positions; for
+        cross-attention the projected `context` is stored on the first call and reused after.
+        """
+        b, t_q, _ = x.shape
+        offset = 0
+        if context is None:
+            q, k, v = self._project(x, (self.q_proj, self.k_proj, self.v_proj))
+            q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+            if cache is not None:
+                offset = cache.length
+                k, v = cache.append(k, v)  # (B, H, offset + T_q, d_head)
+        else:
+            q = self._split_heads(self.q_proj(x))
+            if cache is not None and cache.length > 0:
+                k, v = cache.k, cache.v
+            else:
+                k, v = self._project(context, (self.k_proj, self.v_proj))
+                k, v = self._split_heads(k), self._split_heads(v)
+                if cache is not None:
+                    cache.append(k, v)
+        t_k = k.size(-2)
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, T_q, T_k) -> (B, 1, T_q, T_k)
+        dropout_p = self.dropout if self.training else 0.0
+
+        # A single new query at the end of the cache sees every key: no causal mask needed.
+        causal_needed = is_causal and not (t_q == 1 and t_k == offset + 1)
+        if self.record_weights or (causal_needed and (mask is not None or t_q != t_k)):
+            if causal_needed:
+                causal = causal_mask(t_q, t_k, device=x.device)
+                mask = causal if mask is None else mask & causal
+            causal_needed = False
+        if self.record_weights:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
+            self.last_weights = weights.detach()
+        else:
+            # is_causal=True (no explicit mask) picks the fastest fused kernel.
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal_needed
+            )
+        out = out.transpose(1, 2).reshape(b, t_q, self.d_model)  # merge heads: (B, T_q, d_model)
+        return self.out_proj(out)

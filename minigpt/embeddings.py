@@ -1,0 +1,141 @@
+"""Token embeddings and positional encodings: how a transformer turns ids into vectors.
+
+A transformer sees a sequence of token ids. An embedding table turns each id into a learned
+vector, but attention itself is blind to order (it treats its input as a set), so the model
+also needs to know *where* each token sits. Two classic answers live here:
+
+- fixed sinusoids ("Attention Is All You Need", Vaswani et al. 2017, section 3.5), where each
+  position is a pattern of sines and cosines at geometrically spaced frequencies, and
+- a learned table with one vector per position (BERT, GPT-2).
+
+Both are *added* to the token vectors. Lesson 02 (`lessons/02_embeddings_and_positions.py`)
+plots the sinusoidal table and shows why the sum keeps word order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class TokenEmbedding(nn.Module):
+    """Look up one vector per token id, optionally scaled by sqrt(d_model).
+
+    The original transformer multiplies embeddings by sqrt(d_model) (section 3.4) because the
+    table is shared with the output projection, whose weights are small (std ~ d_model^-0.5);
+    scaling brings the looked-up vectors back to unit size so the positional encoding (values
+    in [-1, 1]) does not drown them. GPT-style models skip the scaling (`scale=False`).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, scale: bool = True) -> None:
+        super().__init__()
+        if vocab_size <= 0 or d_model <= 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} and d_model={d_model} must both be positive integers"
+            )
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.scale = scale
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        # With scaling, std d_model^-0.5 makes scaled vectors ~unit variance (and suits a tied
+        # output layer); without it, GPT-2's std of 0.02 is the usual choice.
+        std = d_model**-0.5 if scale else 0.02
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=std)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The (vocab_size, d_model) table, exposed so an output layer can tie to it."""
+        return self.embedding.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Map ids (B, T) to vectors (B, T, d_model)."""
+        out = self.embedding(ids)  # (B, T, d_model)
+        if self.scale:
+            out = out * math.sqrt(self.d_model)
+        return out
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+    """Build the fixed (max_len, d_model) table PE(pos, 2i) = sin(pos / 10000^(2i/d_model)),
+    PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)) (Vaswani et al. 2017, section 3.5).
+
+    Why sinusoids: each pair of columns is a clock hand turning at its own speed, so every
+    position gets a unique pattern, nearby positions get similar patterns, and PE(pos + k) is a
+    fixed rotation of PE(pos), which makes relative offsets easy to pick up. An odd d_model gets
+    one more sine column than cosine columns. Computed in float64, returned as float32.
+    """
+    if max_len <= 0 or d_model <= 0:
+        raise ValueError(f"max_len={max_len} and d_model={d_model} must both be positive integers")
+    position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d_model / 2),)
+    inv_freq = torch.exp(-math.log(10000.0) * two_i / d_model)  # 1 / 10000^(2i/d_model)
+    angles = position * inv_freq  # (max_len, ceil(d_model / 2))
+    table = torch.zeros(max_len, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles[:, : d_model // 2])  # odd d_model: one cosine fewer
+    return table.to(torch.float32)
+
+
+def _check_length(t: int, offset: int, max_len: int) -> None:
+    if offset < 0:
+        raise ValueError(f"offset={offset} must be >= 0")
+    if t + offset > max_len:
+        raise ValueError(
+            f"sequence reaches position {t + offset} but max_len={max_len}; "
+            "shorten the input or build the model with a larger max_len"
+        )
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Add the fixed sinusoidal table to token vectors, then apply dropout.
+
+    No parameters: the table is a non-persistent buffer `pe` (max_len, d_model), rebuilt at
+    construction, so checkpoints stay small and it follows the module across devices/dtypes.
+    `offset` lets incremental decoding add the encoding of position `offset + t` to the t-th
+    new token.
+    """
+
+    def __init__(self, d_model: int, max_len: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.max_len = max_len
+        self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x (B, T, d_model) -> x + pe[offset:offset+T], then dropout."""
+        t = x.size(-2)
+        _check_length(t, offset, self.max_len)
+        return self.dropout(x + self.pe[offset : offset + t].to(x.dtype))
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """Add a learned vector per position (GPT-2, BERT): flexible, but it cannot go past max_len.
+
+    Same contract as `SinusoidalPositionalEncoding.forward(x, offset)`, so models can switch
+    between the two with one config field.
+    """
+
+    def __init__(self, max_len: int, d_model: int) -> None:
+        super().__init__()
+        if max_len <= 0 or d_model <= 0:
+            raise ValueError(
+                f"max_len={max_len} and d_model={d_model} must both be positive integers"
+            )
+        self.max_len = max_len
+        self.d_model = d_model
+        self.embedding = nn.Embedding(max_len, d_model)
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=0.02)  # GPT-2's initialisation
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The (max_len, d_model) table of position vectors."""
+        return self.embedding.weight
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x (B, T, d_model) -> x + weight[offset:offset+T]."""
+        t = x.size(-2)
+        _check_length(t, offset, self.max_len)
+        return x + self.embedding.weight[offset : offset + t]
