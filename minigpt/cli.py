@@ -359,12 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Parameter count, training FLOPs per token and a memory "
                        "estimate for a preset (nothing is allocated).")
     p.add_argument("--preset", default="tiny", help="tiny, small, homework, gpt2-small")
-    p.add_argument("--objective", choices=["clm", "mlm", "span"], default="clm")
-    p.add_argument("--vocab-size", type=int, default=None)
-    p.add_argument("--d-model", type=int, default=None)
-    p.add_argument("--n-layers", type=int, default=None)
-    p.add_argument("--n-heads", type=int, default=None)
-    p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--objective", choices=["clm", "mlm", "span"], default="clm",
+                   help="model family: clm = DecoderLM, mlm = EncoderLM, span = Seq2SeqLM")
+    p.add_argument("--vocab-size", type=int, default=None, help="override the vocabulary size")
+    p.add_argument("--d-model", type=int, default=None, help="override the model width")
+    p.add_argument("--n-layers", type=int, default=None, help="override the number of layers")
+    p.add_argument("--n-heads", type=int, default=None, help="override the attention heads")
+    p.add_argument("--block-size", type=int, default=None, help="override the context length")
     p.set_defaults(func=cmd_info)
     return parser
 
