@@ -158,7 +158,7 @@ def _sample_text(
     from minigpt import generate as gen
     from minigpt.checkpoint import load_model_for_inference
     from minigpt.models import DecoderLM, EncoderLM, Seq2SeqLM
-    from minigpt.tokenizer import EOT, MASK
+    from minigpt.tokenizer import EOT, MASK, N_SENTINELS, sentinel
 
     model, tokenizer, _ = load_model_for_inference(checkpoint, device=device or "auto")
     dev = next(model.parameters()).device
@@ -187,22 +187,29 @@ def _sample_text(
             raise UsageError(
                 f"an MLM checkpoint fills {MASK} tokens: give --prompt with {MASK} in it"
             )
-        ids = torch.tensor([tokenizer.encode(prompt, allowed_special="all")], device=dev)
-        fills = gen.fill_masks(model, ids, specials[MASK], top_k=5)
+        ids = torch.tensor(tokenizer.encode(prompt, allowed_special="all"), device=dev)
         lines = [prompt]
-        for i, candidates in enumerate(fills):
-            shown = ", ".join(f"{tokenizer.decode([t])!r} {p:.2f}" for t, p in candidates)
+        for i, fill in enumerate(gen.fill_masks(model, ids, specials[MASK], top_k=5)):
+            shown = ", ".join(f"{tokenizer.decode([t])!r} {p:.2f}"
+                              for t, p in zip(fill.token_ids, fill.probs, strict=True))
             lines.append(f"  {MASK} #{i + 1}: {shown}")
         return "\n".join(lines)
     if isinstance(model, Seq2SeqLM):
         if not prompt:
             raise UsageError("a seq2seq checkpoint needs an input: give --prompt TEXT "
-                             "(use <extra_id_0>, <extra_id_1>, ... to mark spans to fill)")
-        ids = torch.tensor([tokenizer.encode(prompt, allowed_special="all")], device=dev)
-        out = gen.generate_seq2seq(model, ids, max_new_tokens, temperature=temperature,
-                                   top_k=top_k, top_p=top_p, eos_id=specials.get(EOT),
-                                   generator=generator)
-        return tokenizer.decode(out[0].tolist())
+                             "(mark spans to fill with <extra_id_0>, <extra_id_1>, ...)")
+        ids = tokenizer.encode(prompt, allowed_special="all")
+        out = gen.generate_seq2seq(model, torch.tensor(ids, device=dev), max_new_tokens,
+                                   temperature=temperature, top_k=top_k, top_p=top_p,
+                                   eos_id=specials.get(EOT), generator=generator).tolist()
+        names = [sentinel(i) for i in range(N_SENTINELS)]
+        sentinel_ids = [specials[name] for name in names if name in specials]
+        if any(i in sentinel_ids for i in ids):  # span filling: show the input with spans put back
+            filled, _ = gen.fill_sentinels(ids, out, sentinel_ids, eos_id=specials.get(EOT))
+            return tokenizer.decode(filled)
+        if EOT in specials and specials[EOT] in out:
+            out = out[: out.index(specials[EOT])]
+        return tokenizer.decode(out)
     raise UsageError(f"{checkpoint}: unknown model type {type(model).__name__}")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
@@ -20,6 +21,9 @@ LESSONS = ROOT / "lessons"
 SHARED_GPT2 = ROOT.parent / "shared" / "data" / "gpt2"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Test models are tiny: splitting their matrix products across OpenMP threads costs more in
+# synchronisation than it saves, and 5-30x more when the 2-core machine is busy.
+torch.set_num_threads(1)
 
 
 def load_lesson(stem: str) -> ModuleType:
@@ -36,5 +40,5 @@ def load_lesson(stem: str) -> ModuleType:
 def gpt2_files() -> tuple[Path, Path]:
     encoder_json, vocab_bpe = SHARED_GPT2 / "encoder.json", SHARED_GPT2 / "vocab.bpe"
     if not (encoder_json.exists() and vocab_bpe.exists()):
-        pytest.skip(f"GPT-2 tokenizer files not found under {SHARED_GPT2} (only in the dev checkout)")
+        pytest.skip(f"GPT-2 tokenizer files not found under {SHARED_GPT2} (dev checkout only)")
     return encoder_json, vocab_bpe
