@@ -1,0 +1,272 @@
+"""Checkpoints: one file that holds everything needed to continue or to use a run.
+
+A training run is more than its weights. To continue *exactly* where it stopped
+(the same losses, to the last bit, as a run that never stopped) we also need the
+optimizer's moment estimates, the step (the learning rate is a pure function of
+it), every random number generator that the run draws from (PyTorch's global one
+for dropout and initialisation, NumPy's and Python's in case anything uses them,
+and the trainer's own batch generator, which *is* the data position: windows are
+drawn from it), and the training config. To *use* a run later, `minigpt sample
+runs/x/ckpt.pt` also needs the model's shape and the tokenizer; both go in the
+same file, so a checkpoint never depends on files lying next to it.
+
+Two safety rules, both cheap:
+
+- **Atomic writes.** The file is written to a temporary name in the same folder,
+  flushed to disk (`fsync`), then renamed over the old one with `os.replace`,
+  which POSIX and Windows perform atomically. A crash (or a full disk) half-way
+  through leaves the previous checkpoint untouched instead of a truncated file.
+- **Safe loads.** `torch.load(weights_only=True)` refuses to unpickle arbitrary
+  objects, so a checkpoint from the internet cannot run code. Everything stored is
+  therefore a tensor, a number, a string, or a list/dict/tuple of those (RNG
+  states are tensors; the tokenizer is its `to_dict()`).
+
+Public API (lesson 07 uses it; `minigpt sample` / `minigpt eval` call it):
+
+- `save_checkpoint(path, *, model, model_config, tokenizer, ...) -> Path`
+- `load_checkpoint(path, map_location="cpu") -> dict` (raises `CheckpointError`)
+- `load_model_for_inference(path, device="auto") -> (model, tokenizer, meta)`
+- `capture_rng_state(generator) -> dict` / `restore_rng_state(state, generator)`
+- `resolve_device("auto" | "cpu" | "cuda[:i]" | "mps") -> torch.device`
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "minigpt-checkpoint"
+VERSION = 1
+# Model classes a checkpoint may name; looked up in minigpt.models by name so this
+# module does not need to know which objective trains which family.
+MODEL_CLASSES = ("DecoderLM", "EncoderLM", "Seq2SeqLM")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or not one of ours (one-line message)."""
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn "auto" into the best available device; reject devices this machine lacks.
+
+    Why here: both training and inference must place a model, and a checkpoint
+    written on a GPU box is routinely loaded on a laptop.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available; use cpu")
+    if kind == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device {device!r} asked for but MPS is not available; use cpu")
+    return torch.device(name)
+
+
+def capture_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Snapshot every random number generator a run draws from, as tensors and numbers."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(np_kind),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
+    """Put back the generators captured by `capture_rng_state` (the inverse operation)."""
+    torch.set_rng_state(state["torch"].cpu())
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"].cpu())
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module under torch.compile's wrapper, so saved keys never carry `_orig_mod.`."""
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    model_config: Mapping[str, Any],
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler_state: Mapping[str, Any] | None = None,
+    step: int = 0,
+    tokens_seen: int = 0,
+    train_config: Mapping[str, Any] | None = None,
+    rng_state: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one self-contained checkpoint atomically (temp file, fsync, os.replace).
+
+    `tokenizer` may be a tokenizer object (its `to_dict()` is stored) or that dict.
+    `extra` holds small primitives such as the last evaluation's metrics.
+    Returns the final path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inner = _unwrap(model)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_class": type(inner).__name__,
+        "model_state": inner.state_dict(),
+        "model_config": dict(model_config),
+        "tokenizer": tokenizer if isinstance(tokenizer, Mapping) else tokenizer.to_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scaler": dict(scaler_state) if scaler_state else None,
+        "step": int(step),
+        "tokens_seen": int(tokens_seen),
+        "train_config": dict(train_config) if train_config is not None else None,
+        "rng": dict(rng_state) if rng_state is not None else None,
+        "extra": dict(extra) if extra is not None else {},
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.chmod(tmp_name, 0o644)  # mkstemp makes private files; a checkpoint is a normal one
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    try:  # persist the rename itself (POSIX); not possible / not needed on Windows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (`weights_only=True`), checking it is a minigpt checkpoint.
+
+    Every failure becomes a one-line `CheckpointError` naming the file, because
+    the CLI shows it to a user who may simply have passed the wrong path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        hint = f"; did you mean {path / 'ckpt.pt'}?" if (path / "ckpt.pt").exists() else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train one with `minigpt train --out DIR`")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle/zip errors vary by version; all mean "not readable"
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a minigpt checkpoint (no '{FORMAT}' marker); "
+            "pass a ckpt.pt written by `minigpt train`"
+        )
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {ckpt.get('version')!r}, this "
+            f"minigpt reads version {VERSION}; retrain or upgrade minigpt"
+        )
+    needed = ("model_class", "model_state", "model_config", "tokenizer")
+    missing = [k for k in needed if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete")
+    return ckpt
+
+
+def build_model(model_class: str, model_config: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a model family by name from a config dict (no weights loaded)."""
+    from minigpt import models  # layer 3: imported lazily so checkpoint stays cheap to import
+
+    if model_class not in MODEL_CLASSES:
+        raise CheckpointError(
+            f"unknown model class {model_class!r}; expected one of {', '.join(MODEL_CLASSES)}"
+        )
+    config = models.ModelConfig.from_dict(dict(model_config))
+    return getattr(models, model_class)(config)
+
+
+def load_model_for_inference(
+    path: str | Path, device: str | torch.device | None = "auto"
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Rebuild the trained model (in eval mode, on `device`) and its tokenizer from one file.
+
+    `meta` carries what a caller may want to print or check: model_class, objective,
+    step, tokens_seen, model_config, train_config and `extra` (last metrics).
+    """
+    from minigpt.tokenizer import tokenizer_from_dict
+
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt["model_class"], ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0][:160]
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored model config: {first}"
+        ) from None
+    try:
+        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: stored tokenizer is unreadable: {err}") from None
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model "
+            f"only {model.config.vocab_size}; the checkpoint is inconsistent"
+        )
+    model.to(resolve_device(device)).eval()
+    train_config = ckpt.get("train_config") or {}
+    meta = {
+        "model_class": ckpt["model_class"],
+        "objective": train_config.get("objective"),
+        "step": ckpt.get("step", 0),
+        "tokens_seen": ckpt.get("tokens_seen", 0),
+        "model_config": ckpt["model_config"],
+        "train_config": train_config,
+        "extra": ckpt.get("extra", {}),
+    }
+    return model, tokenizer, meta

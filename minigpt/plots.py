@@ -1,0 +1,114 @@
+"""Plots of training runs: loss curves read from a run's metrics.jsonl.
+
+A loss curve is the first thing to look at after (or during) a run: a falling
+training loss says the optimizer works; a validation loss that tracks it says the
+model generalises instead of memorising; a gap that opens says it has started to
+overfit; a curve that jumps up says the learning rate is too high. The trainer
+(`minigpt.train`) appends one JSON object per line to `metrics.jsonl` — kind
+"train" (step, tokens, loss, lr, tokens_per_s), "eval" (val_loss, val_ppl, val_bpb)
+or "sample" — and calls `plot_training_curves` to redraw `loss.png` at every
+checkpoint. Lessons 06-08 use the same functions for their figures.
+
+matplotlib is imported inside the functions with the non-interactive Agg backend,
+so importing minigpt never needs a display or pays matplotlib's start-up cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file, in order (a missing file gives [])."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # a run killed mid-write leaves half a last line: skip it
+                continue
+            raise ValueError(f"{path}:{number} is not valid JSON; delete that line") from None
+    return records
+
+
+def series(
+    records: Iterable[Mapping[str, Any]], kind: str, key: str, x: str = "step"
+) -> tuple[list[float], list[float]]:
+    """(xs, ys) of `key` over `x` for the records of one kind, skipping non-finite values."""
+    xs, ys = [], []
+    for r in records:
+        if r.get("kind") == kind and key in r and x in r and math.isfinite(r[key]):
+            xs.append(r[x])
+            ys.append(r[key])
+    return xs, ys
+
+
+def plot_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    xlabel: str = "step",
+    ylabel: str = "loss (nats per token)",
+    title: str | None = None,
+    hline: tuple[float, str] | None = None,
+    logy: bool = False,
+) -> Path:
+    """Draw named (xs, ys) curves on one axis and save a PNG; returns the path.
+
+    `hline=(value, label)` adds a dashed reference line, e.g. ln(vocab_size), the loss
+    of a model that guesses uniformly.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, (xs, ys) in curves.items():
+        if len(xs) == 0:
+            continue
+        style = "-" if len(xs) > 1 else "o"
+        ax.plot(xs, ys, style, label=label, linewidth=1.5, markersize=4)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(
+    metrics: str | Path | Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    hline: tuple[float, str] | None = None,
+) -> Path:
+    """Training and validation loss against step, from a metrics.jsonl path or its records."""
+    records = read_metrics(metrics) if isinstance(metrics, (str, Path)) else list(metrics)
+    curves = {
+        "train loss": series(records, "train", "loss"),
+        "val loss": series(records, "eval", "val_loss"),
+    }
+    return plot_curves(curves, path, title=title, hline=hline)

@@ -1,0 +1,234 @@
+"""What a training run is: its settings (`TrainConfig`) and the three objectives as data.
+
+Pretraining is one loop for every family; what differs per objective is data, not code, so
+`OBJECTIVES` maps each name to a model class, the extra tokens a window needs (next-token
+prediction shifts by one) and a factory that builds the batch function from the tokenizer's
+special ids. `TrainConfig` validates every knob with a one-line message, so a bad flag fails
+before any data is prepared. `minigpt.train` runs it; lessons 06-08 use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from minigpt.checkpoint import build_model
+from minigpt.models import PRESETS, ModelConfig
+from minigpt.objectives import (
+    causal_lm_batch,
+    mlm_batch,
+    span_corruption_batch,
+)
+from minigpt.precision import PRECISIONS
+from minigpt.tokenizer import EOT, MASK, N_SENTINELS, PAD, sentinel
+
+# Used when no budget (steps, tokens or time) is given: `tiny` on 2 CPU cores in a few minutes.
+DEFAULT_MAX_STEPS = 800
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+# ----------------------------------------------------------------------------- objectives
+
+BatchFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _special_id(tokenizer: Any, token: str, objective: str) -> int:
+    if token not in tokenizer.special_tokens:
+        raise ValueError(
+            f"objective {objective!r} needs the special token {token!r}, which this "
+            "tokenizer lacks; prepare the data with --tokenizer bpe or char"
+        )
+    return tokenizer.special_tokens[token]
+
+
+def _clm_batches(tokenizer: Any) -> BatchFn:
+    return lambda windows, generator: causal_lm_batch(windows)  # (B, T+1) -> (B, T), (B, T)
+
+
+def _mlm_batches(tokenizer: Any) -> BatchFn:
+    mask_id = _special_id(tokenizer, MASK, "mlm")
+    special_ids = sorted(tokenizer.special_tokens.values())  # never masked, never predicted
+    vocab_size = tokenizer.vocab_size
+    return lambda windows, generator: mlm_batch(
+        windows, mask_id, vocab_size, special_ids, generator=generator
+    )
+
+
+def _span_batches(tokenizer: Any) -> BatchFn:
+    sentinels = [_special_id(tokenizer, sentinel(i), "span") for i in range(N_SENTINELS)]
+    eos_id, pad_id = _special_id(tokenizer, EOT, "span"), _special_id(tokenizer, PAD, "span")
+    return lambda windows, generator: span_corruption_batch(
+        windows, sentinels, eos_id, pad_id, generator=generator
+    )
+
+
+def _no_ids(tokenizer: Any) -> dict[str, int]:
+    return {}
+
+
+def _pad_ids(tokenizer: Any) -> dict[str, int]:
+    return {"pad_id": _special_id(tokenizer, PAD, "mlm")}
+
+
+def _seq2seq_ids(tokenizer: Any) -> dict[str, int]:
+    pad_id = _special_id(tokenizer, PAD, "span")
+    return {"pad_id": pad_id, "start_id": pad_id}  # T5 starts its decoder from the pad token
+
+
+@dataclass(frozen=True)
+class Objective:
+    """How one objective differs from another: all data, no copy of the training loop."""
+
+    name: str
+    model_class: str  # a class in minigpt.models
+    extra_tokens: int  # windows hold block_size + extra_tokens ids (clm shifts by one)
+    batches: Callable[[Any], BatchFn]  # tokenizer -> (windows, generator) -> (inputs, targets)
+    model_ids: Callable[[Any], dict[str, int]]  # tokenizer -> special ids the model config needs
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "clm": Objective("clm", "DecoderLM", 1, _clm_batches, _no_ids),
+    "mlm": Objective("mlm", "EncoderLM", 0, _mlm_batches, _pad_ids),
+    "span": Objective("span", "Seq2SeqLM", 0, _span_batches, _seq2seq_ids),
+}
+
+
+# ----------------------------------------------------------------------------- config
+
+_OPTIONAL_POSITIVE = "d_model n_layers n_heads d_ff block_size max_steps max_tokens".split()
+_POSITIVE = ("vocab_size batch_size grad_accum eval_interval eval_batches log_interval "
+             "checkpoint_interval sample_tokens").split()  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. None for a model size means "the preset's value".
+
+    The optimisation defaults suit `tiny` on a CPU: in 150 s runs on the embedded corpus
+    (BPE 1024, bf16) batch 16 at lr 2e-3 reached 1.75 bits per byte, batch 32 at lr 1e-3
+    only 2.29: with minutes of compute, more (smaller) steps beat bigger batches.
+    """
+
+    objective: str = "clm"  # clm | mlm | span
+    preset: str = "tiny"
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    d_ff: int | None = None
+    block_size: int | None = None  # context length; becomes the model's max_len
+    dropout: float | None = None
+    data: str = "pydoc"  # corpus source, as for minigpt.data.prepare
+    tokenizer: str = "bpe"  # bpe | char | gpt2
+    vocab_size: int = 1024  # BPE only
+    data_dir: str | None = None  # default: prepare's data/<source>-<tokenizer>-<vocab>
+    batch_size: int = 16  # windows per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int | None = None  # budget in steps ...
+    max_tokens: int | None = None  # ... or in training tokens (not both)
+    time_limit_s: float | None = None  # wall-clock budget: stop, then evaluate
+    lr: float = 2e-3
+    min_lr: float | None = None  # end of the cosine; default lr / 10
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    betas: tuple[float, float] = (0.9, 0.99)
+    eval_interval: int = 250
+    eval_batches: int = 20
+    log_interval: int = 10
+    checkpoint_interval: int = 250
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda[:i] | mps
+    compile: bool = False
+    seed: int = 1337
+    out_dir: str | None = None  # default runs/<objective>-<preset>
+    resume: bool = False
+    sample_every: int = 0  # clm only: print a sample every N steps (0 = never)
+    sample_prompt: str = ""
+    sample_tokens: int = 100
+    progress: bool = True  # tqdm bar and printed evaluations
+
+    def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {rule}")
+
+        choices = {
+            "objective": tuple(OBJECTIVES),
+            "precision": PRECISIONS,
+            "tokenizer": ("bpe", "char", "gpt2"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                fail(name, f"use one of {', '.join(allowed)}")
+        if self.preset not in PRESETS:
+            fail("preset", f"use one of {', '.join(PRESETS)}")
+        if str(self.device).split(":")[0] not in DEVICES:
+            fail("device", "use auto, cpu, cuda, cuda:N or mps")
+        for name in _OPTIONAL_POSITIVE:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                fail(name, "must be a positive integer (or unset)")
+        for name in _POSITIVE:
+            if getattr(self, name) < 1:
+                fail(name, "must be at least 1")
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "sample_every"):
+            if getattr(self, name) < 0:
+                fail(name, "must be >= 0")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            fail("dropout", "must be in [0, 1)")
+        if self.max_steps is not None and self.max_tokens is not None:
+            fail("max_tokens", "give max_steps or max_tokens, not both")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            fail("time_limit_s", "must be > 0 seconds (or unset)")
+        if not self.lr > 0:
+            fail("lr", "must be > 0")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            fail("min_lr", f"must be between 0 and lr={self.lr}")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            fail("betas", "must be two numbers in [0, 1), e.g. (0.9, 0.99)")
+        self.out_dir = None if self.out_dir is None else str(self.out_dir)
+        self.data_dir = None if self.data_dir is None else str(self.data_dir)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where ckpt.pt, metrics.jsonl, config.json and loss.png go."""
+        return Path(self.out_dir or f"runs/{self.objective}-{self.preset}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig field(s) {', '.join(unknown)}; "
+                "was this config written by another minigpt version?"
+            )
+        return cls(**d)
+
+
+def model_config_for(cfg: TrainConfig, tokenizer: Any) -> ModelConfig:
+    """The preset, with the config's overrides and the tokenizer's vocabulary and special ids."""
+    overrides = {
+        k: getattr(cfg, k)
+        for k in ("d_model", "n_layers", "n_heads", "d_ff", "dropout")
+        if getattr(cfg, k) is not None
+    }
+    if cfg.block_size is not None:
+        overrides["max_len"] = cfg.block_size
+    overrides.update(OBJECTIVES[cfg.objective].model_ids(tokenizer))
+    return ModelConfig.from_preset(cfg.preset, vocab_size=tokenizer.vocab_size, **overrides)
+
+
+def build_model_for(cfg: TrainConfig, tokenizer: Any) -> nn.Module:
+    """A freshly initialised model of the objective's family (seed first for repeatability)."""
+    config = model_config_for(cfg, tokenizer)
+    return build_model(OBJECTIVES[cfg.objective].model_class, config.to_dict())

@@ -1,0 +1,240 @@
+"""The trainer: config validation, schedule, optimizer groups, precision choice, exact resume,
+divergence handling and all three objectives through one loop (tiny models, a few steps)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from minigpt.checkpoint import load_checkpoint, load_model_for_inference
+from minigpt.data import prepare
+from minigpt.optim import build_optimizer, lr_at
+from minigpt.precision import cpu_has_native_bf16, resolve_precision
+from minigpt.train import evaluate_checkpoint, run_training
+from minigpt.train_config import OBJECTIVES, TrainConfig, build_model_for
+from minigpt.trainer import Trainer, TrainingDivergedError
+
+TINY = dict(
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    d_ff=64,
+    block_size=16,
+    batch_size=4,
+    tokenizer="char",
+    precision="fp32",
+    device="cpu",
+    progress=False,
+    warmup_steps=2,
+    eval_batches=2,
+    seed=7,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """~12 KB of Python's own documentation as a .txt file, and its prepared char data."""
+    from pydoc_data.topics import topics
+
+    folder = tmp_path_factory.mktemp("corpus")
+    text = "\n".join(topics[k] for k in sorted(topics))[:12_000]
+    path = folder / "docs.txt"
+    path.write_text(text, encoding="utf-8")
+    prepare(path, tokenizer="char", out_dir=folder / "data", progress=False)
+    return {"data": str(path), "data_dir": str(folder / "data")}
+
+
+def make_cfg(corpus, tmp_path, **kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **corpus, "out_dir": str(tmp_path / "run"), **kw})
+
+
+def losses(run_dir) -> list[tuple[int, float]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+# ----------------------------------------------------------------------------- config & pieces
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("objective", "gan", "use one of"),
+        ("precision", "fp8", "use one of"),
+        ("lr", 0.0, "must be > 0"),
+        ("batch_size", 0, "at least 1"),
+        ("dropout", 1.0, "[0, 1)"),
+        ("device", "tpu", "cpu"),
+        ("betas", (0.9,), "two numbers"),
+        ("min_lr", 1.0, "between"),
+    ],
+)
+def test_config_rejects_bad_values_in_one_line(field, value, words):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**{field: value})
+    assert field in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_config_round_trips_and_rejects_two_budgets():
+    cfg = TrainConfig(objective="span", d_model=64, max_tokens=10_000, time_limit_s=65.0)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig().run_dir.as_posix() == "runs/clm-tiny"
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(max_steps=10, max_tokens=100)
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    kw = dict(lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    lrs = [lr_at(s, **kw) for s in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear ramp
+    assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))  # then never increases
+    assert lrs[60] == pytest.approx(0.55)  # half way down the cosine: the mean of lr and min_lr
+    assert lrs[110] == pytest.approx(0.1)
+    assert lr_at(50, **{**kw, "max_steps": None}, progress=1.0) == pytest.approx(0.1)
+
+
+def test_weight_decay_only_on_matrices(corpus, tmp_path):
+    cfg = make_cfg(corpus, tmp_path)
+    from minigpt.data import load_prepared
+
+    model = build_model_for(cfg, load_prepared(corpus["data_dir"]).tokenizer)
+    decay, no_decay = build_optimizer(model, 1e-3, 0.1, (0.9, 0.99)).param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["params"]
+    assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["params"]
+    n_unique = len({id(p) for p in model.parameters()})
+    assert len(decay["params"]) + len(no_decay["params"]) == n_unique  # tied weights once
+
+
+def test_precision_resolution_rules():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="fp16' needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+    assert resolve_precision("auto", cpu, probe=lambda: (1.0, 0.99)) == "fp32"  # no real gain
+    fast = resolve_precision("auto", cpu, probe=lambda: (1.0, 0.4))
+    assert fast == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+def test_budgets_resolve_to_steps(corpus, tmp_path):
+    from minigpt.data import load_prepared
+
+    data = load_prepared(corpus["data_dir"])
+    cfg = make_cfg(corpus, tmp_path, max_tokens=1000, grad_accum=2)
+    trainer = Trainer(build_model_for(cfg, data.tokenizer), cfg, data, data.tokenizer)
+    assert trainer.tokens_per_step == 4 * 2 * 16 and trainer.max_steps == math.ceil(1000 / 128)
+    with pytest.raises(ValueError, match="block_size 64 exceeds"):
+        Trainer(
+            build_model_for(cfg, data.tokenizer),
+            make_cfg(corpus, tmp_path, block_size=64),
+            data,
+            data.tokenizer,
+        )
+
+
+def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
+    from minigpt.data import load_prepared
+
+    data = load_prepared(corpus["data_dir"])
+    params = []
+    for batch_size, accum in ((8, 1), (4, 2)):
+        cfg = make_cfg(corpus, tmp_path, batch_size=batch_size, grad_accum=accum)
+        torch.manual_seed(0)
+        trainer = Trainer(build_model_for(cfg, data.tokenizer), cfg, data, data.tokenizer)
+        trainer._resolve_precision()
+        trainer._train_step(progress=None)
+        params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    torch.testing.assert_close(params[0], params[1], atol=1e-6, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+
+@pytest.mark.slow
+def test_resume_is_exact(corpus, tmp_path, monkeypatch):
+    """6 steps straight == 3 steps, a crash, then --resume for the rest (dropout on)."""
+    kw = dict(max_steps=6, checkpoint_interval=3, eval_interval=3, log_interval=1, dropout=0.1)
+    straight = run_training(make_cfg(corpus, tmp_path / "a", **kw))
+
+    real_step = Trainer._train_step
+
+    def crash_in_step_5(self, progress):
+        if self.step == 4:  # steps 1-4 done, only steps 1-3 checkpointed
+            raise KeyboardInterrupt
+        return real_step(self, progress)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(make_cfg(corpus, tmp_path / "b", **kw))
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    resumed = run_training(make_cfg(corpus, tmp_path / "b", resume=True, **kw))
+
+    assert losses(tmp_path / "b" / "run") == losses(tmp_path / "a" / "run")
+    assert [s for s, _ in losses(tmp_path / "a" / "run")] == [1, 2, 3, 4, 5, 6]
+    assert resumed["val_loss"] == straight["val_loss"] and resumed["steps"] == 6
+    a, b = (load_checkpoint(tmp_path / x / "run" / "ckpt.pt")["model_state"] for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_divergence_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    real_step = Trainer._train_step
+
+    def blow_up_at_step_5(self, progress):
+        loss = real_step(self, progress)
+        return loss * float("inf") if self.step >= 5 else loss
+
+    monkeypatch.setattr(Trainer, "_train_step", blow_up_at_step_5)
+    cfg = make_cfg(corpus, tmp_path, max_steps=8, checkpoint_interval=2, log_interval=3)
+    with pytest.raises(TrainingDivergedError) as err:
+        run_training(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "inf" in message and "ckpt.pt" in message
+    assert load_checkpoint(cfg.run_dir / "ckpt.pt")["step"] == 4  # never overwritten after
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_every_objective_trains_saves_and_evaluates(corpus, tmp_path, objective):
+    cfg = make_cfg(
+        corpus,
+        tmp_path,
+        objective=objective,
+        max_steps=3,
+        eval_interval=2,
+        sample_every=2,
+        sample_tokens=4,
+    )
+    result = run_training(cfg)
+    assert result["steps"] == 3 and result["tokens"] == 3 * 4 * 16
+    assert math.isfinite(result["val_loss"]) and result["stopped_by"] == "max_steps"
+    from minigpt.data import load_prepared
+
+    meta = load_prepared(corpus["data_dir"]).meta
+    expected_bpb = result["val_loss"] * meta["val_tokens"] / (meta["val_bytes"] * math.log(2))
+    assert result["val_bpb"] == pytest.approx(expected_bpb)
+    for name in ("ckpt.pt", "metrics.jsonl", "config.json", "loss.png"):
+        assert (cfg.run_dir / name).exists(), name
+    kinds = [json.loads(line)["kind"] for line in (cfg.run_dir / "metrics.jsonl").open()]
+    assert kinds.count("eval") == 2 and kinds.count("sample") == (objective == "clm")
+    saved = json.loads((cfg.run_dir / "config.json").read_text())
+    assert saved["train"]["objective"] == objective and saved["resolved"]["precision"] == "fp32"
+    model, _, meta = load_model_for_inference(cfg.run_dir / "ckpt.pt", device="cpu")
+    assert type(model).__name__ == OBJECTIVES[objective].model_class and meta["step"] == 3
+    again = evaluate_checkpoint(cfg.run_dir / "ckpt.pt", device="cpu")
+    assert again["val_loss"] == pytest.approx(result["val_loss"], rel=1e-6)
+
+
+def test_time_limit_stops_the_run_and_auto_precision_is_recorded(corpus, tmp_path):
+    cfg = make_cfg(corpus, tmp_path, time_limit_s=1e-3, eval_interval=1000, precision="auto")
+    result = run_training(cfg)
+    assert result["stopped_by"] == "time_limit" and math.isfinite(result["val_loss"])
+    resolved = json.loads((cfg.run_dir / "config.json").read_text())["resolved"]
+    assert result["precision"] == resolved["precision"] in ("fp32", "bf16")
+    if cpu_has_native_bf16():  # the probe ran and its timings are kept with the run
+        assert len(resolved["precision_probe_s"]) == 2
