@@ -133,10 +133,6 @@ def main(
     out_dir: str | Path = "runs/lessons/06_encoder_mlm",
 ) -> dict[str, Any]:
     """Prepare data, show MLM corruption, train an EncoderLM, compare fills before and after."""
-    return _run(quick, device, out_dir)
-
-
-def _run(quick: bool, device: str | None, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

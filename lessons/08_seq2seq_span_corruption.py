@@ -126,10 +126,6 @@ def main(
     out_dir: str | Path = "runs/lessons/08_seq2seq_span_corruption",
 ) -> dict[str, Any]:
     """Show span corruption, pretrain a Seq2SeqLM with it, then teach it words -> digits."""
-    return _run(quick, device, out_dir)
-
-
-def _run(quick: bool, device: str | None, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
