@@ -125,10 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"done: {result['steps']} steps, {result['tokens']:,} tokens in {result['seconds']:.0f} s "
         f"({result['tokens_per_s']:,.0f} tokens/s)"
     )
-    print(
-        f"val loss {result['val_loss']:.4f}  perplexity {math.exp(result['val_loss']):.2f}  "
-        f"bits per byte {result['val_bpb']:.3f}"
-    )
+    print(f"val loss {result['val_loss']:.4f}  perplexity {math.exp(result['val_loss']):.2f}"
+          + _bpb_text(result["val_bpb"]))
     ckpt = Path(result["checkpoint"])
     print(f"checkpoint {ckpt}")
     if cfg.objective == "clm" and not args.no_sample:
@@ -141,6 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- sample / eval
+
+
+def _bpb_text(bpb: float | None) -> str:
+    return f"  bits per byte {bpb:.3f}" if bpb is not None else "  (bits per byte: clm only)"
 
 
 def _sample_text(
@@ -242,7 +244,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"checkpoint     {args.checkpoint}")
     print(f"val loss       {result['val_loss']:.4f} nats/token")
     print(f"perplexity     {math.exp(result['val_loss']):.2f}")
-    print(f"bits per byte  {result['val_bpb']:.4f}")
+    if result["val_bpb"] is not None:
+        print(f"bits per byte  {result['val_bpb']:.4f}")
+    else:
+        print("bits per byte  n/a (only next-token prediction codes every byte)")
     return 0
 
 

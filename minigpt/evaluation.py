@@ -64,7 +64,14 @@ def evaluate_loss(
     return total / count, count
 
 
-def val_metrics(loss: float, meta: dict[str, Any]) -> dict[str, float]:
-    """Loss -> perplexity and bits per byte (tokenizer-independent; see the module docstring)."""
-    bpb = loss * meta["val_tokens"] / (meta["val_bytes"] * math.log(2))
+def val_metrics(loss: float, meta: dict[str, Any], objective: str = "clm") -> dict[str, Any]:
+    """Loss -> perplexity and bits per byte (tokenizer-independent; see the module docstring).
+
+    Bits per byte needs a loss for *every* token of the split, which only next-token prediction
+    gives. MLM and span corruption predict ~15% of the tokens, so their loss times the token
+    count would not be the cost of coding the text: for them `val_bpb` is None.
+    """
+    bpb = None
+    if objective == "clm":
+        bpb = loss * meta["val_tokens"] / (meta["val_bytes"] * math.log(2))
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)), "val_bpb": bpb}

@@ -184,7 +184,7 @@ def evaluate_checkpoint(
         seed=tc.get("seed", 0),
     )
     return {
-        **val_metrics(loss, data.meta),
+        **val_metrics(loss, data.meta, objective.name),
         "tokens_evaluated": n,
         "step": meta["step"],
         "precision": precision,

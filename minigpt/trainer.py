@@ -240,7 +240,7 @@ class Trainer:
             max_batches or self.cfg.eval_batches,
             seed=self.cfg.seed,
         )
-        return val_metrics(loss, self.data.meta)
+        return val_metrics(loss, self.data.meta, self.objective.name)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -356,7 +356,8 @@ class Trainer:
         self.last_eval = self.evaluate()
         self._log("eval", **self.last_eval)
         e = self.last_eval
-        self._say(f"step {self.step}: val loss {e['val_loss']:.4f}, bpb {e['val_bpb']:.3f}")
+        bpb = "" if e["val_bpb"] is None else f", bpb {e['val_bpb']:.3f}"
+        self._say(f"step {self.step}: val loss {e['val_loss']:.4f}{bpb}")
 
     def train(self) -> dict[str, Any]:
         """Run until the step/token budget or the time limit; evaluate, checkpoint, return."""

@@ -163,3 +163,38 @@ def test_prepare_train_sample_eval_end_to_end(
         capsys,
     )
     assert code == 0, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["mlm", "span"])
+def test_train_and_sample_other_families(
+    objective: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    out = tmp_path / objective
+    code, out_text, err = run_cli(
+        ["train", "--objective", objective, "--data", str(corpus), "--tokenizer", "char",
+         "--data-dir", str(tmp_path / "data"), "--d-model", "32", "--n-layers", "1",
+         "--n-heads", "2", "--d-ff", "64", "--block-size", "64", "--batch-size", "8",
+         "--max-steps", "10", "--eval-interval", "10", "--precision", "fp32", "--device", "cpu",
+         "--out", str(out)],
+        capsys,
+    )
+    assert code == 0, err
+    assert "clm only" in out_text  # bits per byte is not claimed for partial objectives
+    ckpt = str(out / "ckpt.pt")
+    if objective == "mlm":
+        code, out_text, err = run_cli(["sample", ckpt, "--prompt", "the quick [MASK] fox"], capsys)
+        assert code == 0, err
+        assert out_text.count("[MASK] #1:") == 1 and out_text.count(",") >= 4  # five candidates
+        code, _, err = run_cli(["sample", ckpt, "--prompt", "nothing to fill"], capsys)
+        assert_one_line_usage_error(code, err)
+    else:
+        prompt = "the quick <extra_id_0> fox jumps"
+        code, out_text, err = run_cli(["sample", ckpt, "--prompt", prompt, "--temperature", "0",
+                                       "--max-new-tokens", "8"], capsys)
+        assert code == 0, err
+        filled = out_text.strip()
+        assert filled.startswith("the quick ") and filled.endswith(" fox jumps")
+        assert "<extra_id_0>" not in filled
