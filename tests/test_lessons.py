@@ -1,0 +1,240 @@
+"""Every lesson runs in quick mode, and the figures it returns tell its story.
+
+Lessons are chapters for people; these tests keep them honest: each `main(quick=True)` must
+run, save its plots and return results that show what its prose claims.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import load_lesson
+
+from minigpt.tokenizer import BPETokenizer, load_tokenizer, train_bpe
+
+# --- lesson 01: (tokenization) runs in quick mode and its figures tell the lesson's story
+
+
+@pytest.mark.slow
+def test_lesson_01_quick(tmp_path):
+    lesson = load_lesson("01_tokenization")
+    result = lesson.main(quick=True, out_dir=tmp_path)
+
+    bpt = result["bytes_per_token"]
+    sizes = result["vocab_sizes"]
+    assert bpt["byte"] == 1.0 and bpt["bpe_256"] == 1.0  # no merges = plain bytes
+    assert 1.0 <= bpt["char"] < 1.1  # the docs are nearly all ASCII
+    curve = [bpt[f"bpe_{v}"] for v in sizes]
+    assert all(a < b for a, b in zip(curve, curve[1:], strict=False)), curve
+    assert curve[-1] > 3.0 > bpt["char"]  # BPE beats bytes and characters by far
+    gains = [b - a for a, b in zip(curve[1:], curve[2:], strict=False)]
+    assert all(x > y for x, y in zip(gains, gains[1:], strict=False))  # diminishing returns
+
+    assert result["first_merges"][0] == ("␣", "␣")  # indentation is the docs' commonest pair
+    assert len(result["first_merges"]) >= 10
+    assert "␣the" in result["sentence_tokens"] and "␣with" in result["sentence_tokens"]
+    assert result["sentence_roundtrip"]
+    tok = load_tokenizer(result["tokenizer_path"])
+    assert isinstance(tok, BPETokenizer) and tok.vocab_size == sizes[-1]
+    assert tok.decode(result["sentence_ids"]) == lesson.SENTENCE
+    for plot in result["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+def test_truncated_ranks_equal_training_a_smaller_vocabulary():
+    """The lesson trains once and truncates: merges are greedy, so that is exact."""
+    lesson = load_lesson("01_tokenization")
+    text = lesson.load_corpus("pydoc")[:30_000]
+    big = train_bpe(text, 600)
+    assert lesson.truncate(big, 400) == train_bpe(text, 400)
+
+
+# --- lesson 02: runs in quick mode and its numbers say what the lesson claims
+
+
+@pytest.mark.slow
+def test_lesson_02_quick(tmp_path: Path) -> None:
+    r = load_lesson("02_embeddings_and_positions").main(quick=True, device="cpu", out_dir=tmp_path)
+    d = r["d_model"]
+    assert r["embedded_shape"] == (9, d)
+    assert r["lookup_vs_onehot_max_diff"] < 1e-5
+    assert r["mean_abs_cosine_random"] < 0.3  # random vectors are nearly perpendicular
+    # the dot product depends on distance only, peaks at k = 0 with d_model / 2
+    assert r["dot_same_distance_spread"] < 1e-3
+    dots = r["dot_at_distance"]
+    assert abs(dots[0] - d / 2) < 1e-4
+    assert dots[0] > dots[1] > dots[2] > dots[5]
+    assert r["rotation_max_error"] < 1e-5
+    # attention alone is blind to order; positions fix it
+    assert r["order_blind_diff_without_positions"] < 1e-4
+    assert r["order_diff_with_positions"] > 0.05
+    assert r["token_recovery"] > 0.95 and r["position_recovery"] > 0.95
+    assert r["learned_shape"] == (1, 9, d)
+    assert r["learned_parameters"] == r["max_len"] * d
+    for name in ("sinusoidal_heatmap.png", "position_dot_vs_distance.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+# --- lesson 03: runs in quick mode: the step-by-step attention matches the library and the story
+
+
+def test_lesson_03_quick(tmp_path: Path) -> None:
+    r = load_lesson("03_self_attention").main(quick=True, device="cpu", out_dir=tmp_path)
+    assert r["weights_shape"] == (9, 9)
+    assert r["row_sums"] == pytest.approx([1.0] * 9, abs=1e-6)
+    assert r["manual_vs_library_max_diff"] < 1e-6
+    # "book" attends to the two people, equally: the ambiguity attention alone cannot settle
+    assert r["book_top2"] == ["teacher", "student"]
+    assert r["book_weights"]["teacher"] == pytest.approx(r["book_weights"]["student"])
+    assert r["book_person_feature"] > 0.5
+    # scaling keeps scores at unit size and softmax away from one-hot
+    assert 6.0 < r["score_std_unscaled"] < 10.0
+    assert 0.8 < r["score_std_scaled"] < 1.2
+    assert r["max_weight_unscaled"] > r["max_weight_scaled"] + 0.3
+    # causal mask: nothing above the diagonal, the first word sees only itself
+    assert r["causal_upper_max"] == 0.0
+    assert r["causal_first_row"] == pytest.approx([1.0] + [0.0] * 8)
+    for name in ("attention_map.png", "causal_attention_map.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+# --- lesson 04: in quick mode: heads split and merge, hand-made heads do their jobs, paths agree
+
+
+@pytest.mark.slow
+def test_lesson_04_quick(tmp_path: Path) -> None:
+    r = load_lesson("04_multi_head_attention").main(quick=True, device="cpu", out_dir=tmp_path)
+    assert r["split_shape"] == (1, 4, 9, 16)
+    assert r["merged_shape"] == (1, 9, 64)
+    assert r["split_merge_exact"] is True
+    assert r["weights_shape"] == (1, 4, 9, 9)
+    focus = r["head_focus"]
+    assert focus["previous word"][1:] == [
+        [w] for w in "The teacher taught the student with the book".split()
+    ]
+    assert focus["who did what"][2] == ["teacher", "student"]
+    assert r["book_top2_head2"] == ["teacher", "student"]
+    assert focus["same kind of word"][1] == ["teacher", "student"]
+    assert r["heads_by_hand_max_diff"] < 1e-6
+    assert r["explicit_vs_fast_max_diff"] < 1e-5
+    assert r["ours_vs_torch_max_diff"] < 1e-5
+    assert r["timing_max_abs_diff"] < 1e-5
+    assert r["timing_grad_max_abs_diff"] < 1e-4
+    assert r["timing_speed_ratio"] > 0  # a measured number; never assert on timings
+    assert (tmp_path / "head_maps.png").stat().st_size > 1000
+
+
+# --- lesson 05: in quick mode: FFN per position, LayerNorm, post- vs pre-norm, PyTorch parity
+
+
+@pytest.mark.slow
+def test_lesson_05_quick(tmp_path: Path) -> None:
+    r = load_lesson("05_transformer_blocks").main(quick=True, device="cpu", out_dir=tmp_path)
+    # The FFN acts on each position alone and outweighs attention two to one.
+    moved = r["ffn_moved"]
+    assert moved[3] > 0.01 and all(v == 0 for t, v in enumerate(moved) if t != 3)
+    assert r["ffn_params"] == 2 * 64 * 256 + 256 + 64 and r["ffn_params"] > 1.9 * r["attn_params"]
+    mean, std = r["layernorm_out"]
+    assert abs(mean) < 1e-5 and abs(std - 1) < 1e-3
+    assert r["block_relative_change"] < 0.1  # a fresh residual block is close to the identity
+    # Post-norm: gradients grow toward the output, the stream stays at sqrt(d_model).
+    # Pre-norm: the stream grows with depth and the top layers get relatively less gradient.
+    assert r["post_norm_ratio"] > r["pre_norm_ratio"]
+    assert r["post_norm_ratio"] > 1.0
+    post, pre = r["post_norm_stream_norms"], r["pre_norm_stream_norms"]
+    assert len(post) == len(pre) == r["n_layers"]
+    assert max(post) - min(post) < 0.5 and abs(post[0] - 8.0) < 0.5
+    assert pre[-1] > 1.2 * pre[0]
+    assert r["post_norm_parity"] < 1e-5 and r["pre_norm_parity"] < 1e-5
+    for plot in r["plots"]:
+        assert Path(plot).exists() and Path(plot).stat().st_size > 1000
+    assert (tmp_path / "post_vs_pre_norm.png").exists()
+
+
+# --- lesson 06: (BERT-style MLM) runs in quick mode and its numbers tell the lesson's story
+
+
+@pytest.mark.slow
+def test_lesson_06_quick(tmp_path):
+    result = load_lesson("06_encoder_mlm").main(quick=True, device="cpu", out_dir=tmp_path)
+
+    # The corruption statistics over 32,768 tokens (std of the 15% rate: 0.002).
+    assert abs(result["selection_rate"] - 0.15) < 0.01
+    assert abs(result["mask_share"] - 0.8) < 0.03
+    assert abs(result["random_share"] - 0.1) < 0.03
+    assert abs(result["kept_share"] - 0.1) < 0.03
+
+    # An untrained model guesses about uniformly; a short training run must beat that clearly.
+    assert abs(result["loss_before"] - math.log(1024)) < 0.3
+    assert result["loss_after"] < result["loss_before"] - 0.5
+    # ... and go below word frequencies alone (~5.9 nats): it has begun to read the context.
+    assert result["loss_after"] < result["unigram_loss"] - 0.1
+    assert result["steps"] > 0
+
+    n = len(result["fills_before"])
+    assert n == len(result["fills_after"]) >= 5
+    assert all(len(f) == 5 for f in result["fills_before"] + result["fills_after"])
+    assert result["fills_before"] != result["fills_after"]
+    # The hidden words climb the model's ranking (random init: ~V/2 = 512).
+    assert result["median_rank_after"] < result["median_rank_before"]
+    for plot in result["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+    assert (tmp_path / "data" / "train.bin").is_file()  # prepared data stays under out_dir
+
+
+# --- lesson 07: runs in quick mode: a small GPT pretrains, its loss falls far below ln(V)
+
+
+@pytest.mark.slow
+def test_lesson_07_quick(tmp_path: Path) -> None:
+    r = load_lesson("07_decoder_clm").main(quick=True, device="cpu", out_dir=tmp_path)
+    assert r["ln_vocab"] == pytest.approx(math.log(r["vocab_size"]))
+    # an untrained model guesses (nearly) uniformly: its loss starts at ln V
+    assert abs(r["initial_loss"] - r["ln_vocab"]) < 0.15
+    # training drives the loss well below that
+    assert r["final_loss"] < 0.7 * r["ln_vocab"]
+    assert r["final_loss"] < r["initial_loss"] - 1.5
+    assert 0 < r["val_bpb"] < 8
+    # the causal mask: a change to the last token never reaches earlier positions
+    assert r["causal_leak"] == 0.0 and r["last_position_change"] > 0
+    assert r["sample_before"].startswith("The ") and r["sample_after"].startswith("The ")
+    assert r["sample_before"] != r["sample_after"]
+    assert Path(r["loss_curve"]).stat().st_size > 1000
+    assert (tmp_path / "run" / "loss.png").exists() and Path(r["checkpoint"]).exists()
+
+
+# --- lesson 08: (T5-style span corruption, then words -> digits) runs in quick mode
+
+
+@pytest.mark.slow
+def test_lesson_08_quick(tmp_path):
+    lesson = load_lesson("08_seq2seq_span_corruption")
+    result = lesson.main(quick=True, device="cpu", out_dir=tmp_path)
+
+    # T5's counts for 128-token windows: 19 noise tokens in 6 spans.
+    assert abs(result["noise_fraction"] - 19 / 128) < 1e-9
+    assert abs(result["mean_span_length"] - 19 / 6) < 1e-9
+
+    assert abs(result["pretrain_loss_before"] - math.log(1024)) < 0.3
+    assert result["pretrain_loss_after"] < result["pretrain_loss_before"] - 1.0
+    assert len(result["span_examples"]) >= 1
+    ex = result["span_examples"][0]
+    assert "<extra_id_0>" in ex["input"] and ex["target"].startswith("<extra_id_0>")
+
+    # Held-out exact match must clearly beat always answering the commonest output.
+    assert result["baseline_accuracy"] < 0.02
+    assert result["task_accuracy"] >= 0.5
+    assert result["task_accuracy"] > result["baseline_accuracy"] + 0.4
+    for plot in result["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+def test_number_in_words():
+    words = load_lesson("08_seq2seq_span_corruption").number_in_words
+    assert words(0) == "zero" and words(13) == "thirteen" and words(40) == "forty"
+    assert words(342) == "three hundred forty-two" and words(700) == "seven hundred"
+    assert len({words(n) for n in range(1000)}) == 1000
+    with pytest.raises(ValueError, match="0..999"):
+        words(1000)
