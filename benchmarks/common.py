@@ -51,6 +51,8 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load avg (1 min)": f"{load_average():.2f}",
+        # Spinning vs sleeping OpenMP waiters changes small-model CPU timings by up to ~2x.
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
