@@ -223,6 +223,33 @@ def test_explicit_path_equals_fast_path(cross: bool, projection: str) -> None:
         assert ours.last_weights.shape == (3, N_HEADS, 6, t_k)
 
 
+def test_bf16_on_cpu_takes_explicit_path_and_matches_fused_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under CPU bf16 autocast the module writes attention out (the fused CPU bf16 kernel is
+    slow); the result must match the fused kernel to bf16 precision, gradients included."""
+    calls = []
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(1)
+        return scaled_dot_product_attention(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "scaled_dot_product_attention", counting_sdpa)
+    ours, _ = make_pair()
+    torch.manual_seed(3)
+    x = torch.randn(2, 7, D_MODEL, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x, is_causal=True)
+        q, k, v = (ours._split_heads(p(x)) for p in (ours.q_proj, ours.k_proj, ours.v_proj))
+        fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        fused = ours.out_proj(fused.transpose(1, 2).reshape(2, 7, D_MODEL))
+    assert out.dtype == torch.bfloat16 and ours.last_weights is None and len(calls) == 1
+    torch.testing.assert_close(out.float(), fused.float(), atol=2e-2, rtol=2e-2)
+    (grad_ours,) = torch.autograd.grad(out.float().sum(), x)
+    (grad_fused,) = torch.autograd.grad(fused.float().sum(), x)
+    torch.testing.assert_close(grad_ours, grad_fused, atol=3e-2, rtol=3e-2)
+
+
 def test_recorded_weights_match_pytorch_average() -> None:
     ours, ref = make_pair()
     ours.record_weights = True
