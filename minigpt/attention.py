@@ -7,7 +7,8 @@ softmax(Q K^T / sqrt(d_k)) V  ("Attention Is All You Need", Vaswani et al. 2017,
 Two paths give one answer. The explicit path below writes the formula out and returns the
 attention weights (for reading and plotting, lessons 03 and 04); the fast path calls
 `torch.nn.functional.scaled_dot_product_attention`, a fused kernel that never materialises
-the weights and is what training uses. Tests prove both equal to `nn.MultiheadAttention`.
+the weights and is what training uses (except under bf16 on a CPU, where PyTorch's fused kernel
+is the slower of the two). Tests prove both equal to `nn.MultiheadAttention`.
 
 Masks are KEEP masks: True means "may attend", as in `F.scaled_dot_product_attention`.
 They broadcast to (B, H, T_q, T_k): a (T_q, T_k) causal mask and a (B, 1, 1, T_k) padding
@@ -21,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from minigpt.dropout import dropout
 
 # Below this many rows (batch * tokens) q/k/v are projected by three separate matmuls; measured
 # on CPU, concatenating the weights only pays off from a few hundred rows up.
@@ -56,7 +59,7 @@ def scaled_dot_product_attention(
     if row_has_key is not None:
         weights = weights * row_has_key
     if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p, training=True)
+        weights = dropout(weights, dropout_p)
     return weights @ v, weights
 
 

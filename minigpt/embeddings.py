@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from minigpt.dropout import Dropout
+
 
 class TokenEmbedding(nn.Module):
     """Look up one vector per token id, optionally scaled by sqrt(d_model).
@@ -102,7 +104,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.d_model = d_model
         self.max_len = max_len
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x (B, T, d_model) -> x + pe[offset:offset+T], then dropout."""

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from minigpt.attention import KVCache, MultiHeadAttention
+from minigpt.dropout import Dropout
 from minigpt.feedforward import FeedForward
 
 
@@ -53,8 +54,8 @@ class EncoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         # Residual dropout: applied to each sub-layer's output before it joins the residual.
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         """x (B, T, d_model) -> (B, T, d_model)."""
@@ -120,16 +121,16 @@ class DecoderLayer(nn.Module):
         self.has_cross_attention = cross_attention
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.cross_attn: MultiHeadAttention | None = None
         self.norm2: nn.LayerNorm | None = None
         if cross_attention:
             self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
             self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, bias=bias)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
 
     def new_cache(self) -> LayerCache:
         """An empty cache for incremental decoding through this layer."""

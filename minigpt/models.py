@@ -31,6 +31,7 @@ from minigpt.config import (  # noqa: F401  (re-exported: models.ModelConfig is 
     PRESETS,
     ModelConfig,
 )
+from minigpt.dropout import Dropout
 from minigpt.embeddings import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -76,7 +77,7 @@ class InputEmbedding(nn.Module):
             self.position = SinusoidalPositionalEncoding(c.d_model, c.max_len)
         else:
             self.position = LearnedPositionalEmbedding(c.max_len, c.d_model)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """ids (B, T) -> (B, T, d_model); `offset` = position of the first id (KV caching)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from minigpt import cli
 from minigpt.cli import build_parser, main
 
 SUBCOMMANDS = ["prepare", "train", "sample", "eval", "info"]
@@ -198,3 +200,22 @@ def test_train_and_sample_other_families(
         filled = out_text.strip()
         assert filled.startswith("the quick ") and filled.endswith(" fox jumps")
         assert "<extra_id_0>" not in filled
+
+
+def test_openmp_waiters_sleep_only_when_other_work_holds_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    busy = cli._busy_cores(interval_s=0.05)
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delitem(sys.modules, "torch")  # the policy only matters before torch loads
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cli, "_busy_cores", lambda: 0.2)
+    cli._choose_openmp_wait_policy()
+    assert "OMP_WAIT_POLICY" not in os.environ  # idle machine: OpenMP's defaults are faster
+    monkeypatch.setattr(cli, "_busy_cores", lambda: 1.1)
+    cli._choose_openmp_wait_policy()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli._choose_openmp_wait_policy()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's own setting wins
