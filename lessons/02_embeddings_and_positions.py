@@ -35,6 +35,13 @@ embedding, subtracts it, and reads the position from what remains. Learned posit
 embeddings (GPT-2, BERT) are the alternative: one trainable vector per position, flexible but
 unable to go past the longest position seen in training.
 
+A third way adds nothing at all. Rotary position embedding (RoPE, Su et al. 2021) takes the
+same clocks and, inside attention, turns each query and key vector by the angles of its own
+position. A dot product between two turned vectors only sees the *difference* of their angles,
+so the attention score of a query at position m and a key at position n depends on m - n alone:
+relative position, for free. The last section checks exactly that. minigpt's CPU benchmark
+models use it (`--positional rope`).
+
 Run:  python lessons/02_embeddings_and_positions.py [--quick] [--device cpu] [--out-dir DIR]
 """
 
@@ -53,6 +60,7 @@ import torch
 from minigpt.attention import MultiHeadAttention
 from minigpt.embeddings import (
     LearnedPositionalEmbedding,
+    RotaryPositionalEmbedding,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
     sinusoidal_table,
@@ -209,6 +217,26 @@ def main(
         f"\n6. Learned positions: {results['learned_parameters']} parameters "
         f"({max_len} x {d_model}); sinusoidal: 0 parameters, any length you precompute."
     )
+
+    # 7. RoPE: turn queries and keys instead of adding anything; scores see offsets only.
+    d_head = 16
+    rope = RotaryPositionalEmbedding(d_head, max_len).double()
+    torch.manual_seed(3)
+    q, k = torch.randn(d_head, dtype=torch.float64), torch.randn(d_head, dtype=torch.float64)
+    q_turned = rope(q.expand(max_len, d_head).clone())  # row p = q placed at position p
+    k_turned = rope(k.expand(max_len, d_head).clone())
+    scores = q_turned @ k_turned.T  # (max_len, max_len): query at m, key at n
+    offset = 2
+    same_offset = torch.stack([scores[m, m - offset] for m in range(offset, max_len)])
+    results["rope_same_offset_spread"] = (same_offset.max() - same_offset.min()).item()
+    results["rope_norm_change"] = (q_turned.norm(dim=-1) - q.norm()).abs().max().item()
+    results["rope_other_offset_diff"] = abs(scores[5, 1] - scores[5, 3]).item()
+    print(f"\n7. RoPE: one query and one key (d_head {d_head}) placed at every position")
+    print(f"   score of query at m and key at m - {offset}, for every m: "
+          f"{same_offset[0]:.4f} (spread {results['rope_same_offset_spread']:.1e})")
+    print(f"   turning keeps lengths (max change {results['rope_norm_change']:.1e}); "
+          f"another offset gives another score: {scores[5, 1]:.4f} vs {scores[5, 3]:.4f}")
+
     results["plots"] = [
         str(out / "sinusoidal_heatmap.png"),
         str(out / "position_dot_vs_distance.png"),

@@ -131,11 +131,20 @@ class MultiHeadAttention(nn.Module):
     not separate modules: q/k/v are projected once to d_model and reshaped to (B, H, T, d_head).
 
     Self-attention when `context` is None, cross-attention (queries from x, keys and values from
-    `context`) otherwise. Set `record_weights = True` to take the explicit path and keep the
-    weights in `last_weights` (B, H, T_q, T_k) for plots; by default the fused kernel is used.
+    `context`) otherwise. With `rotary` (RoPE), self-attention turns q and k by their positions
+    before the scores are taken; cached keys are stored already turned. Set
+    `record_weights = True` to take the explicit path and keep the weights in `last_weights`
+    (B, H, T_q, T_k) for plots; by default the fused kernel is used.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        rotary: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         if d_model <= 0 or n_heads <= 0 or d_model % n_heads != 0:
             raise ValueError(
@@ -150,6 +159,9 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        # Rotary position embedding (minigpt.embeddings.RotaryPositionalEmbedding, or any
+        # module called as rotary(x, offset)): turns q and k in self-attention only.
+        self.rotary = rotary
         self.record_weights = False
         self.last_weights: Tensor | None = None
 
@@ -186,12 +198,13 @@ class MultiHeadAttention(nn.Module):
         cross-attention the projected `context` is stored on the first call and reused after.
         """
         b, t_q, _ = x.shape
-        offset = 0
+        offset = 0 if cache is None else cache.length  # position of x's first token
         if context is None:
             q, k, v = self._project(x, (self.q_proj, self.k_proj, self.v_proj))
             q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+            if self.rotary is not None:
+                q, k = self.rotary(q, offset), self.rotary(k, offset)
             if cache is not None:
-                offset = cache.length
                 k, v = cache.append(k, v)  # (B, H, offset + T_q, d_head)
         else:
             q = self._split_heads(self.q_proj(x))

@@ -135,12 +135,15 @@ def save_checkpoint(
     train_config: Mapping[str, Any] | None = None,
     rng_state: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    train_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write one self-contained checkpoint atomically (temp file, fsync, os.replace).
 
     `tokenizer` may be a tokenizer object (its `to_dict()` is stored) or that dict.
     `extra` holds small primitives such as the last evaluation's metrics.
-    Returns the final path.
+    `model`'s weights are the ones to *use* (sample, evaluate); when they are an average of
+    the training weights (`WeightAverage`), `train_state` holds the raw weights that a resumed
+    run continues from. Returns the final path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +162,7 @@ def save_checkpoint(
         "train_config": dict(train_config) if train_config is not None else None,
         "rng": dict(rng_state) if rng_state is not None else None,
         "extra": dict(extra) if extra is not None else {},
+        "train_state": dict(train_state) if train_state is not None else None,
     }
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -120,6 +120,8 @@ _TRAIN_FIELDS = [
     ("d_ff", "d_ff"),
     ("block_size", "block_size"),
     ("dropout", "dropout"),
+    ("positional", "positional"),
+    ("activation", "activation"),
     ("data", "data"),
     ("tokenizer", "tokenizer"),
     ("vocab_size", "vocab_size"),
@@ -132,6 +134,7 @@ _TRAIN_FIELDS = [
     ("lr", "lr"),
     ("warmup_steps", "warmup_steps"),
     ("weight_decay", "weight_decay"),
+    ("ema_decay", "ema_decay"),
     ("eval_interval", "eval_interval"),
     ("precision", "precision"),
     ("device", "device"),
@@ -360,10 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("--lr", float, "peak learning rate"),
         ("--warmup-steps", int, "linear warm-up steps before cosine decay"),
         ("--weight-decay", float, "AdamW weight decay (matrices only)"),
+        ("--ema-decay", float, "evaluate and save an exponential moving average of the "
+         "weights with this decay, e.g. 0.99 (default 0: off)"),
         ("--eval-interval", int, "evaluate every N steps"),
         ("--seed", int, "random seed (data order, initialisation, dropout)"),
     ):
         p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--positional", choices=["sinusoidal", "learned", "rope"], default=None,
+                   help="how positions enter: added sinusoids, an added learned table, or "
+                   "rotary (RoPE) inside attention (default: the preset's)")
+    p.add_argument("--activation", choices=["relu", "gelu"], default=None,
+                   help="feed-forward activation (default: the preset's)")
     _add_data_flags(p)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="numeric precision (default: auto = fastest that converges)")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ACTIVATIONS = ("relu", "gelu")
-POSITIONALS = ("sinusoidal", "learned")
+POSITIONALS = ("sinusoidal", "learned", "rope")
 IGNORE_INDEX = -100  # targets equal to this are skipped by the loss (padding, unmasked tokens)
 
 
@@ -64,6 +64,11 @@ class ModelConfig:
             raise ValueError(f"activation={self.activation!r} is unknown; use one of {ACTIVATIONS}")
         if self.positional not in POSITIONALS:
             raise ValueError(f"positional={self.positional!r} is unknown; use one of {POSITIONALS}")
+        if self.positional == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"positional='rope' turns pairs of coordinates, but the head size "
+                f"d_model / n_heads = {self.d_model // self.n_heads} is odd; choose an even one"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1); 0.1 is the usual choice")
         if self.layer_norm_eps <= 0 or self.init_std <= 0:

@@ -8,8 +8,11 @@ also needs to know *where* each token sits. Two classic answers live here:
   position is a pattern of sines and cosines at geometrically spaced frequencies, and
 - a learned table with one vector per position (BERT, GPT-2).
 
-Both are *added* to the token vectors. Lesson 02 (`lessons/02_embeddings_and_positions.py`)
-plots the sinusoidal table and shows why the sum keeps word order.
+Both are *added* to the token vectors. A third answer, rotary position embedding (RoPE, Su et
+al. 2021, "RoFormer"), adds nothing: it turns each query and key inside attention by an angle
+proportional to its position, so a query-key dot product depends on how far apart the two tokens
+are, not on where they sit. Lesson 02 (`lessons/02_embeddings_and_positions.py`) plots the
+sinusoidal table, shows why the sum keeps word order and checks RoPE's relative property.
 """
 
 from __future__ import annotations
@@ -141,3 +144,64 @@ class LearnedPositionalEmbedding(nn.Module):
         t = x.size(-2)
         _check_length(t, offset, self.max_len)
         return x + self.embedding.weight[offset : offset + t]
+
+
+def rotary_tables(max_len: int, d_head: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin tables (max_len, d_head // 2) of the angles pos * base^(-2i / d_head).
+
+    The frequencies are the sinusoidal table's (section 3.5 of Vaswani et al. with d_head for
+    d_model): RoPE reuses the clocks, but to turn vectors instead of being added to them.
+    Computed in float64, returned as float32.
+    """
+    if max_len <= 0 or d_head <= 0 or d_head % 2:
+        raise ValueError(
+            f"max_len={max_len} must be positive and d_head={d_head} a positive even number "
+            "(RoPE turns pairs of coordinates); choose d_model / n_heads even"
+        )
+    position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
+    inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)  # (d_head/2,)
+    angles = position * inv_freq  # (max_len, d_head / 2)
+    return angles.cos().to(torch.float32), angles.sin().to(torch.float32)
+
+
+def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Turn each coordinate pair (x_i, x_{i + d/2}) of x (..., T, d) by its position's angle.
+
+    cos, sin: (T, d / 2). The pair (a, b) becomes (a cos - b sin, a sin + b cos), a 2-D rotation.
+    RoFormer pairs neighbouring coordinates (2i, 2i + 1); pairing i with i + d/2 is the same
+    rotation up to a fixed reordering of the head's coordinates, which the learned projections
+    absorb, and it works on two contiguous halves instead of strided elements.
+    """
+    half = x.size(-1) // 2
+    a, b = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """RoPE: rotate queries and keys (B, H, T, d_head) by angles that grow with the position.
+
+    Why it encodes *relative* position: rotating q at position m by m*theta and k at n by
+    n*theta leaves q.k depending on (m - n)*theta alone, because the dot product of two
+    rotated vectors only sees the difference of their angles. Nothing is added to the token
+    vectors, so the residual stream carries content only. Used inside self-attention
+    (`MultiHeadAttention(rotary=...)`), never in cross-attention, where queries and keys come
+    from two different sequences. No parameters: `cos` and `sin` are non-persistent buffers.
+    `offset` places the first row at position `offset` (incremental decoding with a cache).
+    """
+
+    def __init__(self, d_head: int, max_len: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.d_head, self.max_len, self.base = d_head, max_len, base
+        cos, sin = rotary_tables(max_len, d_head, base)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x (..., T, d_head) at positions offset..offset+T-1 -> rotated x, same shape."""
+        t = x.size(-2)
+        _check_length(t, offset, self.max_len)
+        return rotate_pairs(x, self.cos[offset : offset + t], self.sin[offset : offset + t])
+
+    def extra_repr(self) -> str:
+        return f"d_head={self.d_head}, max_len={self.max_len}, base={self.base:g}"

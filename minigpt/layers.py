@@ -13,7 +13,8 @@ scale of the residual stream in check. Where the norm sits is the one real desig
 
 Dropout sits where `nn.TransformerEncoderLayer` / `nn.TransformerDecoderLayer` put it (on the
 attention weights, after the FFN activation, and on each sub-layer's output before the residual
-add), so the parity tests can prove these layers equal to PyTorch's. Lesson 05
+add), so the parity tests can prove these layers equal to PyTorch's. `rotary` (a RoPE module,
+see `minigpt.embeddings`) is handed to self-attention only; cross-attention never rotates. Lesson 05
 (`lessons/05_transformer_blocks.py`) builds a block piece by piece and compares the two norms.
 """
 
@@ -46,10 +47,13 @@ class EncoderLayer(nn.Module):
         norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
+        rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(
+            d_model, n_heads, dropout=dropout, bias=bias, rotary=rotary
+        )
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, bias=bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
@@ -115,11 +119,14 @@ class DecoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
         cross_attention: bool = True,
+        rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
         self.has_cross_attention = cross_attention
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(
+            d_model, n_heads, dropout=dropout, bias=bias, rotary=rotary
+        )
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout1 = Dropout(dropout)
         self.cross_attn: MultiHeadAttention | None = None

@@ -34,6 +34,7 @@ from minigpt.config import (  # noqa: F401  (re-exported: models.ModelConfig is 
 from minigpt.dropout import Dropout
 from minigpt.embeddings import (
     LearnedPositionalEmbedding,
+    RotaryPositionalEmbedding,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
@@ -66,22 +67,37 @@ def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
 
 
 class InputEmbedding(nn.Module):
-    """Token vectors + positions (sinusoidal or learned), then dropout: ids (B, T) -> (B, T, D)."""
+    """Token vectors + positions (sinusoidal or learned), then dropout: ids (B, T) -> (B, T, D).
+
+    With RoPE (`positional="rope"`) nothing is added here: positions enter inside attention
+    (see `rotary_for`), and `position` is None.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = config
+        self.max_len = c.max_len
         self.token = TokenEmbedding(c.vocab_size, c.d_model, scale=c.scale_embeddings)
-        self.position: nn.Module
+        self.position: nn.Module | None = None
         if c.positional == "sinusoidal":
             self.position = SinusoidalPositionalEncoding(c.d_model, c.max_len)
-        else:
+        elif c.positional == "learned":
             self.position = LearnedPositionalEmbedding(c.max_len, c.d_model)
         self.dropout = Dropout(c.dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """ids (B, T) -> (B, T, d_model); `offset` = position of the first id (KV caching)."""
-        return self.dropout(self.position(self.token(ids), offset))
+        x = self.token(ids)
+        if self.position is not None:
+            x = self.position(x, offset)
+        return self.dropout(x)
+
+
+def rotary_for(config: ModelConfig) -> RotaryPositionalEmbedding | None:
+    """One RoPE module for a stack's self-attention layers (they share it), or None."""
+    if config.positional != "rope":
+        return None
+    return RotaryPositionalEmbedding(config.d_model // config.n_heads, config.max_len)
 
 
 def _final_norm(config: ModelConfig) -> nn.LayerNorm | None:
@@ -112,7 +128,10 @@ class Encoder(nn.Module):
         self.config = config
         self.embedding = embedding if embedding is not None else InputEmbedding(config)
         kw = _layer_kwargs(config)
-        self.layers = nn.ModuleList(EncoderLayer(**kw) for _ in range(config.encoder_layers))
+        rotary = rotary_for(config)
+        self.layers = nn.ModuleList(
+            EncoderLayer(**kw, rotary=rotary) for _ in range(config.encoder_layers)
+        )
         self.norm = _final_norm(config)
         init_weights(self, config.encoder_layers, config.init_std)
 
@@ -144,8 +163,9 @@ class Decoder(nn.Module):
         self.config = config
         self.embedding = embedding if embedding is not None else InputEmbedding(config)
         kw = _layer_kwargs(config)
+        rotary = rotary_for(config)
         self.layers = nn.ModuleList(
-            DecoderLayer(**kw, cross_attention=cross_attention)
+            DecoderLayer(**kw, cross_attention=cross_attention, rotary=rotary)
             for _ in range(config.decoder_layers)
         )
         self.norm = _final_norm(config)

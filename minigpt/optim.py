@@ -1,16 +1,21 @@
-"""The optimizer and its schedule: AdamW with decay on matrices only, warm-up then cosine.
+"""The optimizer, its schedule and weight averaging: AdamW (decay on matrices only), warm-up then
+cosine, and an exponential moving average of the weights.
 
 Weight decay shrinks weights toward zero; it regularises the >=2-D weight matrices (and the
 tied embedding) but would only fight LayerNorm gains and biases, so 1-D parameters get none.
 Adam's moment estimates are noise for the first steps, so the learning rate climbs linearly
 for `warmup_steps`, then follows half a cosine down to `min_lr` (lr/10 by default, as
 Chinchilla did) at the end of the budget. Lesson 07 plots the schedule's effect on the loss.
+`WeightAverage` keeps a running average of the weights, which is usually a little better on
+held-out text than the last noisy iterate.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -37,7 +42,10 @@ def build_optimizer(
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    fused = True if device is not None and device.type == "cuda" else None  # one kernel per step
+    # The fused kernel updates every parameter in one pass instead of ~10 small ops per tensor:
+    # on a CUDA GPU that is fewer launches, on a CPU fewer passes over memory (a `tiny` bf16
+    # step on 2 cores: 70 -> 64 ms, torch 2.13). MPS keeps the default implementation.
+    fused = True if device is None or device.type in ("cuda", "cpu") else None
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
 
 
@@ -61,3 +69,58 @@ def lr_at(
         progress = (step - warmup_steps) / max(1, (max_steps or step + 1) - warmup_steps)
     progress = min(max(progress, 0.0), 1.0)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+class WeightAverage:
+    """An exponential moving average (EMA) of a model's parameters, for evaluation and inference.
+
+    Each optimizer step moves the weights a noisy step along the gradient; averaging the recent
+    iterates (Polyak & Juditsky 1992) cancels much of that noise and lands nearer the middle of
+    the valley, which generalises a little better. After update t the average is
+    avg <- decay_t * avg + (1 - decay_t) * weights, with decay_t = min(decay, (1 + t) / (10 + t)):
+    the warm-up (the rule of TensorFlow's ExponentialMovingAverage) keeps the first averages from
+    remembering the random initialisation. Training always continues from the raw weights; the
+    average is only *applied* while evaluating or saving the weights meant for inference.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay {decay} must be in (0, 1), e.g. 0.99; 0 turns it off")
+        self.decay = decay
+        named = list(model.named_parameters())  # a tied weight appears once
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.averaged = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the model's current weights into the average (call after each optimizer step)."""
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, p in zip(self.averaged, self.params, strict=True):
+            avg.lerp_(p.detach(), 1.0 - decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Inside the block the model holds the averaged weights; afterwards its own again."""
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, avg in zip(self.params, self.averaged, strict=True):
+                p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, own in zip(self.params, saved, strict=True):
+                    p.copy_(own)
+
+    def load_averaged(self, state: Mapping[str, torch.Tensor], updates: int) -> None:
+        """Restore the average from a model state dict holding averaged weights (a checkpoint)."""
+        missing = [name for name in self.names if name not in state]
+        if missing:
+            raise ValueError(f"averaged weights lack {missing[:3]}; the checkpoint does not fit")
+        with torch.no_grad():
+            for name, avg in zip(self.names, self.averaged, strict=True):
+                avg.copy_(state[name])
+        self.updates = int(updates)

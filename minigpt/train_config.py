@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from minigpt.checkpoint import build_model
-from minigpt.models import PRESETS, ModelConfig
+from minigpt.models import ACTIVATIONS, POSITIONALS, PRESETS, ModelConfig
 from minigpt.objectives import (
     causal_lm_batch,
     mlm_batch,
@@ -124,6 +124,8 @@ class TrainConfig:
     d_ff: int | None = None
     block_size: int | None = None  # context length; becomes the model's max_len
     dropout: float | None = None
+    positional: str | None = None  # sinusoidal | learned | rope (None: the preset's)
+    activation: str | None = None  # relu | gelu (None: the preset's)
     data: str = "pydoc"  # corpus source, as for minigpt.data.prepare
     tokenizer: str = "bpe"  # bpe | char | gpt2
     vocab_size: int = 1024  # BPE only
@@ -138,6 +140,7 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    ema_decay: float = 0.0  # evaluate/save an EMA of the weights with this decay; 0 = off
     betas: tuple[float, float] = (0.9, 0.99)
     eval_interval: int = 250
     eval_batches: int = 20
@@ -160,12 +163,14 @@ class TrainConfig:
 
         choices = {
             "objective": tuple(OBJECTIVES),
+            "positional": (None, *POSITIONALS),
+            "activation": (None, *ACTIVATIONS),
             "precision": PRECISIONS,
             "tokenizer": ("bpe", "char", "gpt2"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                fail(name, f"use one of {', '.join(allowed)}")
+                fail(name, f"use one of {', '.join(a for a in allowed if a is not None)}")
         if self.preset not in PRESETS:
             fail("preset", f"use one of {', '.join(PRESETS)}")
         if str(self.device).split(":")[0] not in DEVICES:
@@ -181,6 +186,8 @@ class TrainConfig:
                 fail(name, "must be >= 0")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             fail("dropout", "must be in [0, 1)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            fail("ema_decay", "must be in [0, 1): 0 turns the average off, 0.99 is typical")
         if self.max_steps is not None and self.max_tokens is not None:
             fail("max_tokens", "give max_steps or max_tokens, not both")
         if self.time_limit_s is not None and self.time_limit_s <= 0:
@@ -220,7 +227,7 @@ def model_config_for(cfg: TrainConfig, tokenizer: Any) -> ModelConfig:
     """The preset, with the config's overrides and the tokenizer's vocabulary and special ids."""
     overrides = {
         k: getattr(cfg, k)
-        for k in ("d_model", "n_layers", "n_heads", "d_ff", "dropout")
+        for k in ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "positional", "activation")
         if getattr(cfg, k) is not None
     }
     if cfg.block_size is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from minigpt.checkpoint import resolve_device
 from minigpt.data import PreparedData, sample_windows
 from minigpt.evaluation import evaluate_loss, val_metrics
-from minigpt.optim import build_optimizer, lr_at
+from minigpt.optim import WeightAverage, build_optimizer, lr_at
 from minigpt.precision import (
     autocast_for,
     resolve_precision,
@@ -87,6 +88,7 @@ class Trainer:
         self.optimizer = build_optimizer(
             self.model, cfg.lr, cfg.weight_decay, cfg.betas, self.device
         )
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.generator = torch.Generator().manual_seed(cfg.seed)  # windows and masks: data order
         self.precision: str | None = None  # resolved when training starts (may probe)
         self.probe_s: tuple[float, float] | None = None
@@ -150,24 +152,38 @@ class Trainer:
             "block_size": self.block_size,
         }
 
+    def averaged(self) -> AbstractContextManager[None]:
+        """Context in which the model holds the weights meant for use: the EMA when on."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write everything needed to resume exactly (atomic; see minigpt.checkpoint)."""
+        """Write everything needed to resume exactly (atomic; see minigpt.checkpoint).
+
+        With an EMA, the checkpoint's model weights are the average (what sample and eval
+        use) and `train_state` keeps the raw weights training continues from.
+        """
         from minigpt.checkpoint import capture_rng_state, save_checkpoint
 
         scaler = self.scaler.state_dict() if self.scaler and self.scaler.is_enabled() else None
-        written = save_checkpoint(
-            path or self.ckpt_path,
-            model=self.model,
-            model_config=self.model.config.to_dict(),
-            tokenizer=self.tokenizer,
-            optimizer=self.optimizer,
-            scaler_state=scaler,
-            step=self.step,
-            tokens_seen=self.tokens_seen,
-            train_config=self.cfg.to_dict(),
-            rng_state=capture_rng_state(self.generator),
-            extra=self.state_extra(),
-        )
+        train_state, extra = None, self.state_extra()
+        if self.ema is not None:
+            train_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            extra["ema_updates"] = self.ema.updates
+        with self.averaged():
+            written = save_checkpoint(
+                path or self.ckpt_path,
+                model=self.model,
+                model_config=self.model.config.to_dict(),
+                tokenizer=self.tokenizer,
+                optimizer=self.optimizer,
+                scaler_state=scaler,
+                step=self.step,
+                tokens_seen=self.tokens_seen,
+                train_config=self.cfg.to_dict(),
+                rng_state=capture_rng_state(self.generator),
+                extra=extra,
+                train_state=train_state,
+            )
         self.saved_step = self.step
         return written
 
@@ -175,10 +191,13 @@ class Trainer:
         """Continue from a checkpoint dict (as returned by `load_checkpoint`)."""
         from minigpt.checkpoint import restore_rng_state
 
-        self.model.load_state_dict(ckpt["model_state"])
+        extra = ckpt.get("extra") or {}
+        train_state = ckpt.get("train_state")
+        self.model.load_state_dict(train_state if train_state is not None else ckpt["model_state"])
+        if self.ema is not None:  # a run that had no EMA starts one from its weights
+            self.ema.load_averaged(ckpt["model_state"], extra.get("ema_updates", 0))
         if ckpt.get("optimizer") is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        extra = ckpt.get("extra") or {}
         self._resolve_precision(preferred=extra.get("precision"))
         if ckpt.get("scaler") and self.scaler is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -222,6 +241,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.step += 1
         self.tokens_seen += self.tokens_per_step
         return total / cfg.grad_accum
@@ -229,17 +250,18 @@ class Trainer:
     def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
         """Validation loss, perplexity and bits per byte on the fixed validation windows."""
         precision = self._resolve_precision()
-        loss, _ = evaluate_loss(
-            self.model,
-            self.data.val,
-            self.batch_fn,
-            self.cfg.batch_size,
-            self.window,
-            self.device,
-            precision,
-            max_batches or self.cfg.eval_batches,
-            seed=self.cfg.seed,
-        )
+        with self.averaged():
+            loss, _ = evaluate_loss(
+                self.model,
+                self.data.val,
+                self.batch_fn,
+                self.cfg.batch_size,
+                self.window,
+                self.device,
+                precision,
+                max_batches or self.cfg.eval_batches,
+                seed=self.cfg.seed,
+            )
         return val_metrics(loss, self.data.meta, self.objective.name)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -305,7 +327,7 @@ class Trainer:
         ids = self.tokenizer.encode(prompt, allowed_special="all") if prompt else []
         ids = ids or [self.tokenizer.special_tokens.get(EOT, 0)]
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
-        with torch.no_grad():
+        with torch.no_grad(), self.averaged():
             out = generate(
                 self.model,
                 torch.tensor([ids], device=self.device),

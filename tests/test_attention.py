@@ -291,6 +291,28 @@ def test_kv_cache_matches_full_causal_pass(
     assert cache.length == 0 and cache.k is None
 
 
+@pytest.mark.parametrize("chunks", [[1] * 6, [2, 4]])
+def test_rotary_attention_cache_and_fast_path_agree(chunks: list[int]) -> None:
+    from minigpt.embeddings import RotaryPositionalEmbedding
+
+    torch.manual_seed(10)
+    rope = RotaryPositionalEmbedding(D_MODEL // N_HEADS, max_len=16)
+    mha = MultiHeadAttention(D_MODEL, N_HEADS, rotary=rope).eval()
+    x = torch.randn(2, sum(chunks), D_MODEL)
+    full = mha(x, is_causal=True)
+    mha.record_weights = True  # the explicit path
+    torch.testing.assert_close(mha(x, is_causal=True), full, atol=ATOL, rtol=0)
+    mha.record_weights = False
+    cache, outs, start = KVCache(), [], 0
+    for size in chunks:
+        outs.append(mha(x[:, start : start + size], is_causal=True, cache=cache))
+        start += size
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=ATOL, rtol=0)
+    # the rotation is really applied: without it the same weights give another answer
+    mha.rotary = None
+    assert not torch.allclose(mha(x, is_causal=True), full, atol=1e-3)
+
+
 def test_kv_cache_with_padding_mask() -> None:
     ours, _ = make_pair()
     torch.manual_seed(9)

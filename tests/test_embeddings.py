@@ -9,8 +9,10 @@ import torch
 
 from minigpt.embeddings import (
     LearnedPositionalEmbedding,
+    RotaryPositionalEmbedding,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
+    rotary_tables,
     sinusoidal_table,
 )
 
@@ -101,3 +103,52 @@ def test_bad_sizes_are_clear_errors() -> None:
         sinusoidal_table(4, 0)
     with pytest.raises(ValueError, match="vocab_size=0"):
         TokenEmbedding(0, 4)
+
+
+# ------------------------------------------------------------------------------ rotary (RoPE)
+
+
+def test_rotary_tables_and_one_pair_by_hand() -> None:
+    cos, sin = rotary_tables(5, 4)
+    assert cos.shape == sin.shape == (5, 2) and cos.dtype == torch.float32
+    # angle of position 3, pair 1: 3 * 10000^(-2/4) = 0.03
+    assert cos[3, 1].item() == pytest.approx(math.cos(0.03))
+    rope = RotaryPositionalEmbedding(d_head=4, max_len=5)
+    x = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(5, 4)  # pair 0 = (x_0, x_2) = (1, 0)
+    out = rope(x)
+    # pair 0 turns at 1 radian per position: (cos p, sin p) lands in coordinates 0 and 2
+    positions = torch.arange(5, dtype=torch.float32)
+    torch.testing.assert_close(out[:, 0], torch.cos(positions))
+    torch.testing.assert_close(out[:, 2], torch.sin(positions))
+    torch.testing.assert_close(out[:, [1, 3]], torch.zeros(5, 2))
+
+
+def test_rotary_keeps_lengths_and_scores_depend_on_offset_only() -> None:
+    torch.manual_seed(0)
+    rope = RotaryPositionalEmbedding(d_head=16, max_len=64)
+    q, k = torch.randn(16, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    rope = rope.double()
+
+    def at(v: torch.Tensor, pos: int) -> torch.Tensor:
+        return rope(v.expand(pos + 1, 16).clone())[pos]
+
+    # a rotation: lengths unchanged (the float32 tables bound the agreement to ~1e-7)
+    torch.testing.assert_close(at(q, 37).norm(), q.norm(), atol=1e-6, rtol=0)
+    # q at m, k at n: the score depends on m - n alone
+    base = at(q, 10) @ at(k, 3)
+    for shift in (1, 20, 50):
+        torch.testing.assert_close(at(q, 10 + shift) @ at(k, 3 + shift), base, atol=1e-5, rtol=0)
+    assert not torch.allclose(at(q, 10) @ at(k, 4), base)  # a different offset, another score
+
+
+def test_rotary_offset_and_errors() -> None:
+    torch.manual_seed(1)
+    rope = RotaryPositionalEmbedding(d_head=8, max_len=10)
+    x = torch.randn(2, 3, 10, 8)  # (B, H, T, d_head)
+    full = rope(x)
+    torch.testing.assert_close(rope(x[:, :, 4:7], offset=4), full[:, :, 4:7])
+    with pytest.raises(ValueError, match="max_len=10"):
+        rope(x[:, :, :4], offset=7)
+    with pytest.raises(ValueError, match="even"):
+        RotaryPositionalEmbedding(d_head=7, max_len=10)
+    assert sum(b.numel() for b in rope.state_dict().values()) == 0  # nothing to save

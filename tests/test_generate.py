@@ -120,7 +120,7 @@ def _decoder(positional: str = "sinusoidal", max_len: int = 16) -> DecoderLM:
     return DecoderLM(cfg)
 
 
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "rope"])
 def test_cached_and_uncached_greedy_agree(positional):
     model = _decoder(positional)
     prompt = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(3))

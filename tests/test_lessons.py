@@ -73,6 +73,10 @@ def test_lesson_02_quick(tmp_path: Path) -> None:
     assert r["token_recovery"] > 0.95 and r["position_recovery"] > 0.95
     assert r["learned_shape"] == (1, 9, d)
     assert r["learned_parameters"] == r["max_len"] * d
+    # RoPE: the score depends on the offset only, lengths are kept, offsets are told apart
+    # (the tables are float32, so equal up to ~1e-7 of the score's size)
+    assert r["rope_same_offset_spread"] < 1e-5 and r["rope_norm_change"] < 1e-5
+    assert r["rope_other_offset_diff"] > 1e-3
     for name in ("sinusoidal_heatmap.png", "position_dot_vs_distance.png"):
         assert (tmp_path / name).stat().st_size > 1000
 

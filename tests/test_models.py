@@ -183,7 +183,8 @@ def test_encoder_decoder_ids_forward_shares_one_embedding() -> None:
         (dict(vocab_size=-5), "vocab_size=-5"),
         (dict(d_ff=2.5), "d_ff=2.5"),
         (dict(activation="swish"), "activation='swish' is unknown"),
-        (dict(positional="rope"), "positional='rope' is unknown"),
+        (dict(positional="alibi"), "positional='alibi' is unknown"),
+        (dict(positional="rope", d_model=36, n_heads=4), "head size d_model / n_heads = 9"),
         (dict(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)"),
         (dict(dropout=-0.1), "dropout=-0.1"),
         (dict(pad_id=V), f"pad_id={V} is outside the vocabulary"),
@@ -231,7 +232,13 @@ def test_preset_parameter_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(), dict(positional="learned", norm_first=False), dict(tie_weights=False)]
+    "kw",
+    [
+        dict(),
+        dict(positional="learned", norm_first=False),
+        dict(tie_weights=False),
+        dict(positional="rope", activation="relu"),
+    ],
 )
 def test_decoder_lm_cache_gives_full_forward_logits(kw: dict) -> None:
     torch.manual_seed(0)

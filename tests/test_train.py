@@ -11,7 +11,7 @@ import torch
 
 from minigpt.checkpoint import load_checkpoint, load_model_for_inference
 from minigpt.data import prepare
-from minigpt.optim import build_optimizer, lr_at
+from minigpt.optim import WeightAverage, build_optimizer, lr_at
 from minigpt.precision import cpu_has_native_bf16, resolve_precision
 from minigpt.train import evaluate_checkpoint, run_training
 from minigpt.train_config import OBJECTIVES, TrainConfig, build_model_for
@@ -71,6 +71,8 @@ def losses(run_dir) -> list[tuple[int, float]]:
         ("device", "tpu", "cpu"),
         ("betas", (0.9,), "two numbers"),
         ("min_lr", 1.0, "between"),
+        ("ema_decay", 1.0, "[0, 1)"),
+        ("positional", "alibi", "use one of"),
     ],
 )
 def test_config_rejects_bad_values_in_one_line(field, value, words):
@@ -157,9 +159,12 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_is_exact(corpus, tmp_path, monkeypatch):
-    """6 steps straight == 3 steps, a crash, then --resume for the rest (dropout on)."""
-    kw = dict(max_steps=6, checkpoint_interval=3, eval_interval=3, log_interval=1, dropout=0.1)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_is_exact(corpus, tmp_path, monkeypatch, ema_decay):
+    """6 steps straight == 3 steps, a crash, then --resume for the rest (dropout on; with and
+    without a weight average, whose state must survive the restart too)."""
+    kw = dict(max_steps=6, checkpoint_interval=3, eval_interval=3, log_interval=1, dropout=0.1,
+              ema_decay=ema_decay)  # fmt: skip
     straight = run_training(make_cfg(corpus, tmp_path / "a", **kw))
 
     real_step = Trainer._train_step
@@ -178,8 +183,45 @@ def test_resume_is_exact(corpus, tmp_path, monkeypatch):
     assert losses(tmp_path / "b" / "run") == losses(tmp_path / "a" / "run")
     assert [s for s, _ in losses(tmp_path / "a" / "run")] == [1, 2, 3, 4, 5, 6]
     assert resumed["val_loss"] == straight["val_loss"] and resumed["steps"] == 6
-    a, b = (load_checkpoint(tmp_path / x / "run" / "ckpt.pt")["model_state"] for x in "ab")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt_a, ckpt_b = (load_checkpoint(tmp_path / x / "run" / "ckpt.pt") for x in "ab")
+    for key in ("model_state", "train_state") if ema_decay else ("model_state",):
+        a, b = ckpt_a[key], ckpt_b[key]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    if ema_decay:  # the saved weights are the average, not the last iterate
+        raw, avg = ckpt_a["train_state"], ckpt_a["model_state"]
+        assert not all(torch.equal(raw[k], avg[k]) for k in raw)
+    else:
+        assert ckpt_a["train_state"] is None
+
+
+def test_weight_average_follows_the_formula_and_swaps_back():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    start = model.weight.detach().clone()
+    ema = WeightAverage(model, decay=0.5)
+    expected = start.clone()
+    for t in range(1, 4):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update()
+        decay = min(0.5, (1 + t) / (10 + t))  # the warm-up keeps decay below (1+t)/(10+t)
+        expected = decay * expected + (1 - decay) * model.weight.detach()
+    own = model.weight.detach().clone()
+    with ema.applied():
+        torch.testing.assert_close(model.weight.detach(), expected)
+    assert torch.equal(model.weight, own)  # training weights are back
+    with pytest.raises(ValueError, match="decay 1.0"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_weight_average_is_what_eval_and_the_checkpoint_use(corpus, tmp_path):
+    result = run_training(make_cfg(corpus, tmp_path, max_steps=8, ema_decay=0.8))
+    ckpt_path = tmp_path / "run" / "ckpt.pt"
+    assert evaluate_checkpoint(ckpt_path)["val_loss"] == pytest.approx(result["val_loss"])
+    model, _, _ = load_model_for_inference(ckpt_path, "cpu")
+    raw = load_checkpoint(ckpt_path)["train_state"]
+    state = model.state_dict()
+    assert any(not torch.equal(state[k], raw[k]) for k in raw)  # inference gets the average
 
 
 @pytest.mark.slow
