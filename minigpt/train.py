@@ -29,6 +29,9 @@ The loop, and why each piece is there:
   so two evaluations of one model give one number: loss (nats/token), perplexity
   = e^loss and bits per byte = loss * val_tokens / (val_bytes * ln 2), which,
   unlike loss, compares models with different tokenizers.
+- **Weight average (optional).** With `ema_decay` > 0 an exponential moving average
+  of the weights is kept (`optim.WeightAverage`); evaluations, samples and the saved
+  model use it, while training continues from the raw weights (also saved).
 - **Exact resume.** The step, optimizer, every RNG and the batch generator (the
   data position) go into the checkpoint (`minigpt.checkpoint`); the learning rate
   is recomputed from the step. N steps straight equal N/2 + resume + N/2.

@@ -372,9 +372,10 @@ def test_seq2seq_shift_right_and_loss() -> None:
     torch.testing.assert_close(model(inputs, changed)[0][:, :3], logits[:, :3], atol=ATOL, rtol=0)
 
 
-def test_seq2seq_masks_encoder_padding_and_caches_decoding() -> None:
+@pytest.mark.parametrize("positional", ["sinusoidal", "rope"])
+def test_seq2seq_masks_encoder_padding_and_caches_decoding(positional: str) -> None:
     torch.manual_seed(5)
-    model = Seq2SeqLM(config(pad_id=PAD, start_id=START)).eval()
+    model = Seq2SeqLM(config(pad_id=PAD, start_id=START, positional=positional)).eval()
     inputs = torch.randint(2, V, (2, 7))
     inputs[0, 4:] = PAD
     targets = torch.randint(2, V, (2, 6))
