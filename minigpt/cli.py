@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from minigpt.config import ACTIVATIONS, POSITIONALS  # plain tuples: cheap to import
+
 EXIT_USAGE = 2
 
 
@@ -369,10 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--seed", int, "random seed (data order, initialisation, dropout)"),
     ):
         p.add_argument(flag, type=kind, default=None, help=text)
-    p.add_argument("--positional", choices=["sinusoidal", "learned", "rope"], default=None,
+    p.add_argument("--positional", choices=POSITIONALS, default=None,
                    help="how positions enter: added sinusoids, an added learned table, or "
                    "rotary (RoPE) inside attention (default: the preset's)")
-    p.add_argument("--activation", choices=["relu", "gelu"], default=None,
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="feed-forward activation (default: the preset's)")
     _add_data_flags(p)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,

@@ -62,9 +62,9 @@ class TokenEmbedding(nn.Module):
         return out
 
 
-def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
-    """Build the fixed (max_len, d_model) table PE(pos, 2i) = sin(pos / 10000^(2i/d_model)),
-    PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)) (Vaswani et al. 2017, section 3.5).
+def sinusoidal_table(max_len: int, d_model: int, base: float = 10000.0) -> Tensor:
+    """Build the fixed (max_len, d_model) table PE(pos, 2i) = sin(pos / base^(2i/d_model)),
+    PE(pos, 2i+1) = cos(pos / base^(2i/d_model)), base 10000 (Vaswani et al. 2017, section 3.5).
 
     Why sinusoids: each pair of columns is a clock hand turning at its own speed, so every
     position gets a unique pattern, nearby positions get similar patterns, and PE(pos + k) is a
@@ -75,7 +75,7 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
         raise ValueError(f"max_len={max_len} and d_model={d_model} must both be positive integers")
     position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d_model / 2),)
-    inv_freq = torch.exp(-math.log(10000.0) * two_i / d_model)  # 1 / 10000^(2i/d_model)
+    inv_freq = torch.exp(-math.log(base) * two_i / d_model)  # 1 / base^(2i/d_model)
     angles = position * inv_freq  # (max_len, ceil(d_model / 2))
     table = torch.zeros(max_len, d_model, dtype=torch.float64)
     table[:, 0::2] = torch.sin(angles)
@@ -149,19 +149,17 @@ class LearnedPositionalEmbedding(nn.Module):
 def rotary_tables(max_len: int, d_head: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
     """cos and sin tables (max_len, d_head // 2) of the angles pos * base^(-2i / d_head).
 
-    The frequencies are the sinusoidal table's (section 3.5 of Vaswani et al. with d_head for
-    d_model): RoPE reuses the clocks, but to turn vectors instead of being added to them.
-    Computed in float64, returned as float32.
+    These are exactly the sinusoidal table's columns for d_model = d_head (sines at even,
+    cosines at odd columns): RoPE reuses the same clocks, but to turn vectors instead of being
+    added to them, so the tables are read out of `sinusoidal_table`. float32.
     """
     if max_len <= 0 or d_head <= 0 or d_head % 2:
         raise ValueError(
             f"max_len={max_len} must be positive and d_head={d_head} a positive even number "
             "(RoPE turns pairs of coordinates); choose d_model / n_heads even"
         )
-    position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
-    inv_freq = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)  # (d_head/2,)
-    angles = position * inv_freq  # (max_len, d_head / 2)
-    return angles.cos().to(torch.float32), angles.sin().to(torch.float32)
+    table = sinusoidal_table(max_len, d_head, base)  # (max_len, d_head)
+    return table[:, 1::2].contiguous(), table[:, 0::2].contiguous()
 
 
 def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -76,7 +76,6 @@ class InputEmbedding(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = config
-        self.max_len = c.max_len
         self.token = TokenEmbedding(c.vocab_size, c.d_model, scale=c.scale_embeddings)
         self.position: nn.Module | None = None
         if c.positional == "sinusoidal":

@@ -200,11 +200,11 @@ def test_weight_average_follows_the_formula_and_swaps_back():
     start = model.weight.detach().clone()
     ema = WeightAverage(model, decay=0.5)
     expected = start.clone()
-    for t in range(1, 4):
+    for t in range(1, 13):  # warm-up rule first, the plain 0.5 from t = 8 on
         with torch.no_grad():
             model.weight.add_(1.0)
         ema.update()
-        decay = min(0.5, (1 + t) / (10 + t))  # the warm-up keeps decay below (1+t)/(10+t)
+        decay = min(0.5, (1 + t) / (10 + t))
         expected = decay * expected + (1 - decay) * model.weight.detach()
     own = model.weight.detach().clone()
     with ema.applied():
