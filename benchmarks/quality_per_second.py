@@ -53,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import format_table, load_average, print_machine  # noqa: E402
 
 from minigpt.data import prepare  # noqa: E402
-from minigpt.train import TrainConfig, run_training  # noqa: E402
+from minigpt.training.run import run_training  # noqa: E402
+from minigpt.training.settings import TrainConfig  # noqa: E402
 
 GOAL_BPB = 1.65
 REFERENCES = [  # (what, bits per byte, seconds) quoted from issue 4, same text/split/machine

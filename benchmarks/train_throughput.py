@@ -47,7 +47,8 @@ from common import (  # noqa: E402
     synchronize,
 )
 
-from minigpt.models import DecoderLM, ModelConfig  # noqa: E402
+from minigpt.config import ModelConfig  # noqa: E402
+from minigpt.models import DecoderLM  # noqa: E402
 
 
 class ReferenceLM(nn.Module):

@@ -51,9 +51,10 @@ import torch
 from torch import nn
 
 from minigpt.attention import padding_mask
+from minigpt.config import ModelConfig
 from minigpt.feedforward import FeedForward
 from minigpt.layers import EncoderLayer, load_pytorch_weights
-from minigpt.models import DecoderLM, ModelConfig
+from minigpt.models import DecoderLM
 
 D_MODEL, N_HEADS, D_FF, VOCAB, SEQ, BATCH = 64, 4, 256, 32, 32, 16
 
@@ -85,7 +86,7 @@ def depth_experiment(
     stream: list[float] = []  # mean |x| of the residual stream leaving each layer
     hooks = [
         layer.register_forward_hook(lambda m, i, o: stream.append(o.norm(dim=-1).mean().item()))
-        for layer in model.decoder.layers
+        for layer in model.blocks
     ]
     grad_norms, losses = [], []
     for x, y in batches:
@@ -96,7 +97,7 @@ def depth_experiment(
         grad_norms.append(
             [
                 torch.sqrt(sum(p.grad.pow(2).sum() for p in layer.parameters())).item()
-                for layer in model.decoder.layers
+                for layer in model.blocks
             ]
         )
         opt.step()
@@ -168,7 +169,7 @@ def main(
         f"\n2. LayerNorm of one token vector: mean {m_in:.2f}, std {s_in:.2f} -> "
         f"mean {m_out:.2f}, std {s_out:.2f}"
     )
-    block = DecoderLM(ModelConfig(VOCAB, SEQ, D_MODEL, N_HEADS, 4, D_FF)).decoder.layers[0]
+    block = DecoderLM(ModelConfig(VOCAB, SEQ, D_MODEL, N_HEADS, 4, D_FF)).blocks[0]
     h = torch.randn(1, 8, D_MODEL)
     with torch.no_grad():
         rel = ((block(h) - h).norm() / h.norm()).item()

@@ -57,13 +57,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from minigpt.config import ModelConfig
 from minigpt.data import prepare
 from minigpt.generate import fill_masks
-from minigpt.models import EncoderLM, ModelConfig
+from minigpt.models import EncoderLM
 from minigpt.objectives import IGNORE_INDEX, mask_tokens
 from minigpt.plots import plot_curves, read_metrics, series
 from minigpt.tokenizer import MASK, PAD
-from minigpt.train import TrainConfig, Trainer
+from minigpt.training.loop import Trainer
+from minigpt.training.settings import TrainConfig
 
 # Masked sentences in the corpus's own style, each with the hidden word (one token in this
 # vocabulary). The first is the course's example: "teaches" is five tokens here and the

@@ -46,13 +46,15 @@ from pathlib import Path
 import torch
 
 from minigpt.attention import causal_mask
+from minigpt.config import ModelConfig
 from minigpt.data import prepare, sample_windows
 from minigpt.generate import generate
-from minigpt.models import DecoderLM, ModelConfig
+from minigpt.models import DecoderLM
 from minigpt.objectives import causal_lm_batch
 from minigpt.plots import plot_training_curves, read_metrics
 from minigpt.tokenizer import EOT
-from minigpt.train import TrainConfig, Trainer
+from minigpt.training.loop import Trainer
+from minigpt.training.settings import TrainConfig
 
 QUICK = dict(
     d_model=64,
@@ -229,6 +231,7 @@ def main(
         "initial_loss": initial,
         "final_loss": final,
         "val_bpb": result["val_bpb"],
+        "val_bytes_per_token": data.meta["val_bytes"] / data.meta["val_tokens"],
         "causal_leak": earlier,
         "last_position_change": last,
         "sample_before": before,

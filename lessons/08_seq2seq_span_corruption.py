@@ -46,14 +46,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from minigpt.config import ModelConfig
 from minigpt.data import prepare
 from minigpt.generate import fill_sentinels, generate_seq2seq
-from minigpt.models import ModelConfig, Seq2SeqLM
+from minigpt.models import Seq2SeqLM
 from minigpt.objectives import IGNORE_INDEX, span_corruption, split_at_sentinels
-from minigpt.optim import build_optimizer, lr_at
 from minigpt.plots import read_metrics, series
 from minigpt.tokenizer import EOT, N_SENTINELS, PAD, sentinel
-from minigpt.train import TrainConfig, Trainer
+from minigpt.training.loop import Trainer
+from minigpt.training.optim import build_optimizer, lr_at
+from minigpt.training.settings import TrainConfig
 
 ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "

@@ -7,8 +7,9 @@ softmax(Q K^T / sqrt(d_k)) V  ("Attention Is All You Need", Vaswani et al. 2017,
 Two paths give one answer. The explicit path below writes the formula out and returns the
 attention weights (for reading and plotting, lessons 03 and 04); the fast path calls
 `torch.nn.functional.scaled_dot_product_attention`, a fused kernel that never materialises
-the weights and is what training uses (except under bf16 on a CPU, where PyTorch's fused kernel
-is the slower of the two). Tests prove both equal to `nn.MultiheadAttention`.
+the weights and is what training uses (`minigpt.speedups.fused_attention` says when: not under
+bf16 on a CPU, where it is the slower of the two). Tests prove both equal to
+`nn.MultiheadAttention`.
 
 Masks are KEEP masks: True means "may attend", as in `F.scaled_dot_product_attention`.
 They broadcast to (B, H, T_q, T_k): a (T_q, T_k) causal mask and a (B, 1, 1, T_k) padding
@@ -20,14 +21,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minigpt import speedups
 from minigpt.dropout import dropout
-
-# Below this many rows (batch * tokens) q/k/v are projected by three separate matmuls; measured
-# on CPU, concatenating the weights only pays off from a few hundred rows up.
-FUSE_MIN_ROWS = 256
 
 
 def scaled_dot_product_attention(
@@ -165,19 +162,6 @@ class MultiHeadAttention(nn.Module):
         self.record_weights = False
         self.last_weights: Tensor | None = None
 
-    def _project(self, x: Tensor, layers: tuple[nn.Linear, ...]) -> list[Tensor]:
-        # For training-sized inputs one matmul against the concatenated weights beats one per
-        # projection (~10% of a forward+backward, benchmarks/attention.py); autograd splits the
-        # gradient back into each nn.Linear. With few rows (token-by-token decoding) copying
-        # the weights costs more than it saves, so small inputs use the separate layers.
-        if len(layers) == 1 or x.numel() // x.size(-1) < FUSE_MIN_ROWS:
-            return [layer(x) for layer in layers]
-        weight = torch.cat([lin.weight for lin in layers], dim=0)
-        bias = None
-        if layers[0].bias is not None:
-            bias = torch.cat([lin.bias for lin in layers], dim=0)
-        return list(F.linear(x, weight, bias).split(self.d_model, dim=-1))
-
     def _split_heads(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
@@ -199,19 +183,19 @@ class MultiHeadAttention(nn.Module):
         """
         b, t_q, _ = x.shape
         offset = 0 if cache is None else cache.length  # position of x's first token
-        if context is None:
-            q, k, v = self._project(x, (self.q_proj, self.k_proj, self.v_proj))
+        if context is None:  # self-attention: queries, keys and values all from x
+            q, k, v = speedups.project(x, (self.q_proj, self.k_proj, self.v_proj))
             q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
             if self.rotary is not None:
                 q, k = self.rotary(q, offset), self.rotary(k, offset)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, offset + T_q, d_head)
-        else:
+        else:  # cross-attention: keys and values from the context (the encoder's memory)
             q = self._split_heads(self.q_proj(x))
             if cache is not None and cache.length > 0:
                 k, v = cache.k, cache.v
             else:
-                k, v = self._project(context, (self.k_proj, self.v_proj))
+                k, v = speedups.project(context, (self.k_proj, self.v_proj))
                 k, v = self._split_heads(k), self._split_heads(v)
                 if cache is not None:
                     cache.append(k, v)
@@ -219,26 +203,18 @@ class MultiHeadAttention(nn.Module):
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, T_q, T_k) -> (B, 1, T_q, T_k)
         dropout_p = self.dropout if self.training else 0.0
-
         # A single new query at the end of the cache sees every key: no causal mask needed.
-        causal_needed = is_causal and not (t_q == 1 and t_k == offset + 1)
-        # PyTorch's fused CPU kernel is slow in bf16 (fwd+bwd 2-4x slower than the written-out
-        # formula, measured with torch 2.13 on this project's 2-core machine), so bf16 on the
-        # CPU takes the explicit path; fp32 and CUDA keep the fused kernel.
-        explicit = self.record_weights or (q.device.type == "cpu" and q.dtype == torch.bfloat16)
-        if explicit or (causal_needed and (mask is not None or t_q != t_k)):
-            if causal_needed:
-                causal = causal_mask(t_q, t_k, device=x.device)
-                mask = causal if mask is None else mask & causal
-            causal_needed = False
-        if explicit:
+        causal = is_causal and not (t_q == 1 and t_k == offset + 1)
+
+        out = None
+        if not self.record_weights:
+            out = speedups.fused_attention(q, k, v, mask, causal, dropout_p)
+        if out is None:  # the written-out formula, with the causal mask made explicit
+            if causal:
+                future_hidden = causal_mask(t_q, t_k, device=x.device)
+                mask = future_hidden if mask is None else mask & future_hidden
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
             if self.record_weights:
                 self.last_weights = weights.detach()
-        else:
-            # is_causal=True (no explicit mask) picks the fastest fused kernel.
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal_needed
-            )
         out = out.transpose(1, 2).reshape(b, t_q, self.d_model)  # merge heads: (B, T_q, d_model)
         return self.out_proj(out)

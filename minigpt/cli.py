@@ -2,10 +2,13 @@
 
 This is the only module that parses arguments or prints for users. Every
 subcommand maps its flags onto a library call (`minigpt.data.prepare`,
-`minigpt.train.run_training`, ...), so anything the CLI does a script can do
-too. Mistakes a user can make — a missing file, an unknown preset, sizes that
-do not fit together, a corrupt checkpoint — come back as one line on stderr
-and exit status 2, never a traceback.
+`minigpt.training.run.run_training`, `minigpt.generate.sample_text`, ...), so
+anything the CLI does a script can do too. The choices a flag offers come from
+the registries that define them (objectives, presets, precisions, tokenizer
+kinds, positionals, activations), never from a list of their own. Mistakes a
+user can make — a missing file, an unknown preset, sizes that do not fit
+together, a corrupt checkpoint — come back as one line on stderr and exit
+status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from minigpt.config import ACTIVATIONS, POSITIONALS  # plain tuples: cheap to import
 
 EXIT_USAGE = 2
 
@@ -47,8 +48,9 @@ def _choose_openmp_wait_policy() -> None:
     faster (13.3k vs 11.1k tokens/s); with one other busy job, sleeping waiters are 2.3x
     faster (7.8k vs 3.4k tokens/s). So they sleep only when at least half the cores are busy
     right now (a quarter-second look at /proc/stat; the load average would still count a job
-    that ended a minute ago). It must run before torch is imported (every command imports it
-    lazily); an explicit OMP_WAIT_POLICY in the environment always wins.
+    that ended a minute ago). It must run before torch is imported: `main` calls it first,
+    before the parser (whose choices come from modules that import torch) is built; an
+    explicit OMP_WAIT_POLICY in the environment always wins.
     """
     if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
         return
@@ -72,6 +74,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    from minigpt.tokenizer import TOKENIZER_KINDS
+
     p.add_argument(
         "--data",
         default="pydoc",
@@ -82,7 +86,7 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
         default="bpe",
-        choices=["bpe", "char", "gpt2"],
+        choices=TOKENIZER_KINDS,
         help="bpe: train our own byte-level BPE; char: one id per character; "
         "gpt2: GPT-2's vocabulary via tiktoken (needs it cached or the network) (default: bpe)",
     )
@@ -138,9 +142,14 @@ _TRAIN_FIELDS = [
     ("weight_decay", "weight_decay"),
     ("ema_decay", "ema_decay"),
     ("eval_interval", "eval_interval"),
+    ("eval_batches", "eval_batches"),
     ("precision", "precision"),
     ("device", "device"),
     ("compile", "compile"),
+    ("parallel", "parallel"),
+    ("ddp_strategy", "ddp_strategy"),
+    ("bucket_size_mb", "bucket_size_mb"),
+    ("checkpoint_interval", "checkpoint_interval"),
     ("seed", "seed"),
     ("out", "out_dir"),
     ("resume", "resume"),
@@ -148,19 +157,28 @@ _TRAIN_FIELDS = [
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from minigpt.train import TrainConfig, run_training
+    from minigpt.training.run import run_training
+    from minigpt.training.settings import TrainConfig
 
-    known = set(TrainConfig.__dataclass_fields__)
     values = {}
     for flag, field in _TRAIN_FIELDS:
         value = getattr(args, flag)
         if value is None or value is False:  # not given: keep TrainConfig's default
             continue
-        if field not in known:
-            raise UsageError(f"--{flag.replace('_', '-')} is not supported by this trainer")
         values[field] = value
     cfg = TrainConfig(**values)
-    result = run_training(cfg)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.parallel == "none" and launched > 1:
+        raise UsageError(f"started as {launched} processes (torchrun) but --parallel is none: "
+                         "each would train alone; add --parallel ddp (or zero1, torch-ddp, fsdp)")
+    if cfg.parallel == "none":
+        result = run_training(cfg)
+    else:  # one process of several, started by torchrun
+        from minigpt.parallel.run import run_parallel_training
+
+        result = run_parallel_training(cfg)
+        if result["rank"] != 0:
+            return 0  # rank 0 reports for the run
     print(
         f"done: {result['steps']} steps, {result['tokens']:,} tokens in {result['seconds']:.0f} s "
         f"({result['tokens_per_s']:,.0f} tokens/s)"
@@ -171,9 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint {ckpt}")
     if cfg.objective == "clm" and not args.no_sample:
         print("\nsample:")
-        print(_sample_text(ckpt, prompt="", max_new_tokens=200, temperature=0.8, top_k=50,
-                           top_p=None, seed=args.seed if args.seed is not None else 0,
-                           device=args.device))
+        print(_sample(ckpt, prompt="", max_new_tokens=200, temperature=0.8, top_k=50,
+                      top_p=None, seed=args.seed if args.seed is not None else 0,
+                      device=args.device))
         print(f"\n(more with: minigpt sample {ckpt} --prompt 'The ')")
     return 0
 
@@ -185,7 +203,7 @@ def _bpb_text(bpb: float | None) -> str:
     return f"  bits per byte {bpb:.3f}" if bpb is not None else "  (bits per byte: clm only)"
 
 
-def _sample_text(
+def _sample(
     checkpoint: Path,
     prompt: str,
     max_new_tokens: int,
@@ -195,64 +213,16 @@ def _sample_text(
     seed: int,
     device: str | None,
 ) -> str:
+    """Load a checkpoint and sample from it with `generate.sample_text` (seeded)."""
     import torch
 
-    from minigpt import generate as gen
-    from minigpt.checkpoint import load_model_for_inference
-    from minigpt.models import DecoderLM, EncoderLM, Seq2SeqLM
-    from minigpt.tokenizer import EOT, MASK, N_SENTINELS, sentinel
+    from minigpt.generate import sample_text
+    from minigpt.training.checkpoint import load_model_for_inference
 
     model, tokenizer, _ = load_model_for_inference(checkpoint, device=device or "auto")
-    dev = next(model.parameters()).device
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    specials = tokenizer.special_tokens
-    if isinstance(model, DecoderLM):
-        ids = tokenizer.encode(prompt, allowed_special="all") if prompt else []
-        if not ids:  # start from the end-of-text token, as GPT-2 does for unconditional samples
-            ids = [specials[EOT]] if EOT in specials else [0]
-            prompt_len = len(ids) if EOT in specials else 0
-        else:
-            prompt_len = 0
-        out = gen.generate(
-            model,
-            torch.tensor([ids], device=dev),
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            eos_id=specials.get(EOT),
-            generator=generator,
-        )
-        return tokenizer.decode(out[0].tolist()[prompt_len:])
-    if isinstance(model, EncoderLM):
-        if MASK not in prompt:
-            raise UsageError(
-                f"an MLM checkpoint fills {MASK} tokens: give --prompt with {MASK} in it"
-            )
-        ids = torch.tensor(tokenizer.encode(prompt, allowed_special="all"), device=dev)
-        lines = [prompt]
-        for i, fill in enumerate(gen.fill_masks(model, ids, specials[MASK], top_k=5)):
-            shown = ", ".join(f"{tokenizer.decode([t])!r} {p:.2f}"
-                              for t, p in zip(fill.token_ids, fill.probs, strict=True))
-            lines.append(f"  {MASK} #{i + 1}: {shown}")
-        return "\n".join(lines)
-    if isinstance(model, Seq2SeqLM):
-        if not prompt:
-            raise UsageError("a seq2seq checkpoint needs an input: give --prompt TEXT "
-                             "(mark spans to fill with <extra_id_0>, <extra_id_1>, ...)")
-        ids = tokenizer.encode(prompt, allowed_special="all")
-        out = gen.generate_seq2seq(model, torch.tensor(ids, device=dev), max_new_tokens,
-                                   temperature=temperature, top_k=top_k, top_p=top_p,
-                                   eos_id=specials.get(EOT), generator=generator).tolist()
-        names = [sentinel(i) for i in range(N_SENTINELS)]
-        sentinel_ids = [specials[name] for name in names if name in specials]
-        if any(i in sentinel_ids for i in ids):  # span filling: show the input with spans put back
-            filled, _ = gen.fill_sentinels(ids, out, sentinel_ids, eos_id=specials.get(EOT))
-            return tokenizer.decode(filled)
-        if EOT in specials and specials[EOT] in out:
-            out = out[: out.index(specials[EOT])]
-        return tokenizer.decode(out)
-    raise UsageError(f"{checkpoint}: unknown model type {type(model).__name__}")
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    return sample_text(model, tokenizer, prompt, max_new_tokens, temperature=temperature,
+                       top_k=top_k, top_p=top_p, generator=generator)  # fmt: skip
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -267,13 +237,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for i in range(args.num_samples):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(_sample_text(Path(args.checkpoint), args.prompt, args.max_new_tokens,
-                           args.temperature, args.top_k, args.top_p, args.seed + i, args.device))
+        print(_sample(Path(args.checkpoint), args.prompt, args.max_new_tokens,
+                      args.temperature, args.top_k, args.top_p, args.seed + i, args.device))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from minigpt.train import evaluate_checkpoint
+    from minigpt.training.run import evaluate_checkpoint
 
     kwargs = {"device": args.device or "auto"}
     if args.data_dir:
@@ -297,19 +267,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from minigpt.models import DecoderLM, EncoderLM, ModelConfig, Seq2SeqLM
+    from minigpt.config import ModelConfig
+    from minigpt.models import build_model
+    from minigpt.training.settings import OBJECTIVES
 
     overrides = {k: v for k, v in (("vocab_size", args.vocab_size), ("d_model", args.d_model),
                                    ("n_layers", args.n_layers), ("n_heads", args.n_heads),
                                    ("max_len", args.block_size)) if v is not None}
-    config = ModelConfig.from_preset(args.preset, **overrides)
-    family = {"clm": DecoderLM, "mlm": EncoderLM, "span": Seq2SeqLM}[args.objective]
+    # a seq2seq model needs its pad/start token ids, which come from a tokenizer; any id
+    # gives the same sizes, and info has no tokenizer, so 0 stands in
+    config = ModelConfig.from_preset(args.preset, pad_id=0, start_id=0, **overrides)
+    model_class = OBJECTIVES[args.objective].model_class
     with torch.device("meta"):  # count and estimate without allocating the weights
-        model = family(config)
+        model = build_model(model_class, config)
     n_params = model.num_parameters()
     n_body = model.num_parameters(exclude_embeddings=True)
     flops = model.flops_per_token()
-    print(f"preset            {args.preset} ({family.__name__}, objective {args.objective})")
+    print(f"preset            {args.preset} ({model_class}, objective {args.objective})")
     print(f"shape             d_model {config.d_model}, {config.n_layers} layers, "
           f"{config.n_heads} heads, d_ff {config.d_ff}, block {config.max_len}, "
           f"vocab {config.vocab_size:,}")
@@ -328,6 +302,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minigpt.config import ACTIVATIONS, POSITIONALS, PRESETS
+    from minigpt.device import DEVICES
+    from minigpt.parallel.ddp import STRATEGIES
+    from minigpt.training.precision import PRECISIONS
+    from minigpt.training.settings import OBJECTIVES, PARALLEL_MODES
+
+    objectives = "; ".join(f"{o.name}: {o.summary}" for o in OBJECTIVES.values())
+    families = ", ".join(f"{o.name} = {o.model_class}" for o in OBJECTIVES.values())
+    devices = ", ".join(d if d != "cuda" else "cuda, cuda:1" for d in DEVICES)
     parser = _Parser(
         prog="minigpt",
         description="Train, sample and inspect small transformer language models.",
@@ -343,13 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the text (its end) kept for validation (default 0.1)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="pretrain a model (clm, mlm or span corruption)",
-                       description="Pretrain a model with one of three objectives.")
-    p.add_argument("--objective", choices=["clm", "mlm", "span"], default=None,
-                   help="clm: GPT-style next token; mlm: BERT-style masked tokens; "
-                   "span: T5-style span corruption (default: clm)")
-    p.add_argument("--preset", default=None,
-                   help="model size: tiny, small, homework, gpt2-small (default: tiny)")
+    p = sub.add_parser("train", help=f"pretrain a model ({', '.join(OBJECTIVES)})",
+                       description="Pretrain a model with one of the objectives.")
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
+                   help=f"{objectives} (default: clm)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="model size, a preset of minigpt.config (default: tiny)")
     for flag, kind, text in (
         ("--d-model", int, "width of the residual stream"),
         ("--n-layers", int, "number of transformer layers"),
@@ -368,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--ema-decay", float, "evaluate and save an exponential moving average of the "
          "weights with this decay, e.g. 0.99 (default 0: off)"),
         ("--eval-interval", int, "evaluate every N steps"),
+        ("--eval-batches", int, "validation batches per evaluation (default 20)"),
+        ("--checkpoint-interval", int, "write ckpt.pt every N steps (and at the end)"),
+        ("--bucket-size-mb", float, "--parallel ddp/zero1: gradient bucket size (default 25)"),
         ("--seed", int, "random seed (data order, initialisation, dropout)"),
     ):
         p.add_argument(flag, type=kind, default=None, help=text)
@@ -377,10 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="feed-forward activation (default: the preset's)")
     _add_data_flags(p)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="numeric precision (default: auto = fastest that converges)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    p.add_argument("--device", default=None, help=f"{devices} (default: auto)")
     p.add_argument("--compile", action="store_true", help="use torch.compile")
+    p.add_argument("--parallel", choices=PARALLEL_MODES, default=None,
+                   help="train on several processes started by `torchrun --nproc_per_node N "
+                   "-m minigpt train --parallel MODE ...`: ddp / zero1 are minigpt's own data "
+                   "parallelism (zero1 also shards Adam's state), torch-ddp / fsdp PyTorch's "
+                   "(default: none, one process)")
+    p.add_argument("--ddp-strategy", choices=STRATEGIES, default=None,
+                   help="with --parallel ddp/zero1: how gradients are averaged (default: "
+                   "overlap, bucketed all-reduces launched during backward)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for checkpoints, metrics and plots "
                    "(default: runs/<objective>-<preset>)")
@@ -402,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nucleus sampling: smallest set with probability >= p")
     p.add_argument("--num-samples", type=int, default=1, help="how many samples to print")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    p.add_argument("--device", default=None, help=devices)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="validation loss and bits per byte of a checkpoint",
@@ -411,15 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None,
                    help="prepared data to evaluate on (default: the run's own)")
     p.add_argument("--eval-batches", type=int, default=None, help="cap on batches evaluated")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
+    p.add_argument("--device", default=None, help=devices)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("info", help="parameters, FLOPs per token and memory of a model",
                        description="Parameter count, training FLOPs per token and a memory "
                        "estimate for a preset (nothing is allocated).")
-    p.add_argument("--preset", default="tiny", help="tiny, small, homework, gpt2-small")
-    p.add_argument("--objective", choices=["clm", "mlm", "span"], default="clm",
-                   help="model family: clm = DecoderLM, mlm = EncoderLM, span = Seq2SeqLM")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="tiny",
+                   help="model size, a preset of minigpt.config (default: tiny)")
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), default="clm",
+                   help=f"model family: {families}")
     p.add_argument("--vocab-size", type=int, default=None, help="override the vocabulary size")
     p.add_argument("--d-model", type=int, default=None, help="override the model width")
     p.add_argument("--n-layers", type=int, default=None, help="override the number of layers")
@@ -431,13 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        _choose_openmp_wait_policy()  # before build_parser: its registries import torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command == "train":
-        _choose_openmp_wait_policy()
     try:
         return args.func(args)
     except KeyboardInterrupt:

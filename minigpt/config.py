@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-ACTIVATIONS = ("relu", "gelu")
-POSITIONALS = ("sinusoidal", "learned", "rope")
-IGNORE_INDEX = -100  # targets equal to this are skipped by the loss (padding, unmasked tokens)
+# The choices a config may name, listed once: the CLI, the trainer's settings and the layers
+# read them from here.
+ACTIVATIONS = ("relu", "gelu")  # feed-forward non-linearity (minigpt/feedforward.py)
+POSITIONALS = ("sinusoidal", "learned", "rope")  # how positions enter (minigpt/embeddings.py)
 
 
 @dataclass
@@ -22,8 +23,11 @@ class ModelConfig:
 
     `n_encoder_layers` / `n_decoder_layers` default to `n_layers` (they matter for Seq2SeqLM).
     `pad_id` makes encoders ignore padding keys; `start_id` is the token a Seq2SeqLM decoder
-    starts from. `scale_embeddings` multiplies token vectors by sqrt(d_model) (original paper)
-    so they are not drowned by the sinusoidal table; GPT-2 (learned positions) does not.
+    starts from. `scale_embeddings` multiplies token vectors by sqrt(d_model), as the original
+    paper does: the models draw every table from N(0, init_std = 0.02), so unscaled token
+    vectors (std 0.02) would be drowned by the sinusoidal table (values in [-1, 1]); scaled, they
+    have std 0.02 * sqrt(d_model), 0.32 at d_model 256. GPT-2 (learned positions, also drawn
+    at 0.02) does not scale.
     """
 
     vocab_size: int

@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,16 @@ from minigpt.corpora import (  # noqa: F401  (re-exported: data.load_corpus is t
 from minigpt.tokenizer import (
     DEFAULT_SPECIAL_TOKENS,
     EOT,
+    TOKENIZER_KINDS,
     BPETokenizer,
     CharTokenizer,
+    Tokenizer,
     load_tokenizer,
 )
 
 FORMAT_VERSION = 1
-TOKENIZER_KINDS = ("bpe", "char", "gpt2")
-_CHUNK_CHARS = 1 << 16  # encode in ~64K-character pieces: a progress bar and bounded memory
+_CHUNK_CHARS = 1 << 16  # feed the tokenizer ~64K characters at a time: the progress bar's step
+_BLOCK_IDS = 1 << 20  # ids written to the file per write
 _PROGRESS_MIN_CHARS = 1 << 22  # below ~4 MB tokenizing takes about a second: no bar
 
 
@@ -90,50 +93,29 @@ def choose_dtype(vocab_size: int, dtype: str | None = None) -> str:
     return dtype
 
 
-def _encoding_chunks(text: str, chunk_chars: int) -> list[str]:
-    """Cut text into pieces whose separate encodings concatenate to the encoding of the whole.
+def _encode_to_file(tokenizer: Tokenizer, text: str, path: Path, dtype: str, progress: bool) -> int:
+    """Tokenize text into a flat binary file (written beside and renamed); return the id count.
 
-    GPT-2's pre-tokenizer never joins a non-space character to a following newline, but runs of
-    whitespace are grouped, so a cut is safe right after a lone "\\n" between two non-space
-    characters (or before one space that precedes a non-space one): both sides then split the
-    same way they would in the whole text.
+    The tokenizer's `encode_iterable` does the chunking (it cuts only where the ids stay those of
+    the whole text), so neither the text's ids nor its pieces are ever all in memory at once.
     """
-    chunks, start = [], 0
-    while len(text) - start > chunk_chars:
-        cut = text.find("\n", start + chunk_chars)
-        while cut != -1:
-            ok_before = cut > 0 and not text[cut - 1].isspace()
-            after = text[cut + 1 : cut + 3]
-            ok_after = len(after) == 2 and (
-                not after[0].isspace() or (after[0] == " " and not after[1].isspace())
-            )
-            if ok_before and ok_after:
-                break
-            cut = text.find("\n", cut + 1)
-        if cut == -1:
-            break
-        chunks.append(text[start : cut + 1])
-        start = cut + 1
-    chunks.append(text[start:])
-    return chunks
-
-
-def _encode_to_file(tokenizer: Any, text: str, path: Path, dtype: str, progress: bool) -> int:
-    """Tokenize text into a flat binary file (written beside and renamed); return the id count."""
-    chunks = _encoding_chunks(text, _CHUNK_CHARS)
     allowed = {EOT} & set(tokenizer.special_tokens)  # corpora such as TinyStories use it
     show = progress and len(text) >= _PROGRESS_MIN_CHARS
     count, tmp = 0, path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: no clashes
     desc = f"tokenizing {path.stem}"
     bar = tqdm(total=len(text), unit="char", unit_scale=True, desc=desc, disable=not show)
+
+    def pieces() -> Iterator[str]:  # the bar counts characters handed to the tokenizer
+        for start in range(0, len(text), _CHUNK_CHARS):
+            piece = text[start : start + _CHUNK_CHARS]
+            yield piece
+            bar.update(len(piece))
+
+    ids = tokenizer.encode_iterable(pieces(), allowed_special=allowed)
     with open(tmp, "wb") as f:
-        for i in range(0, len(chunks), 16):
-            batch = chunks[i : i + 16]
-            encoded = tokenizer.encode_batch(batch, allowed_special=allowed)
-            for piece, ids in zip(batch, encoded, strict=True):
-                np.asarray(ids, dtype=dtype).tofile(f)
-                count += len(ids)
-                bar.update(len(piece))
+        while (block := np.fromiter(islice(ids, _BLOCK_IDS), dtype=dtype)).size:
+            block.tofile(f)
+            count += block.size
     bar.close()
     os.replace(tmp, path)
     return count

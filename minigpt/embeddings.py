@@ -22,16 +22,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from minigpt.dropout import Dropout
-
 
 class TokenEmbedding(nn.Module):
     """Look up one vector per token id, optionally scaled by sqrt(d_model).
 
     The original transformer multiplies embeddings by sqrt(d_model) (section 3.4) because the
-    table is shared with the output projection, whose weights are small (std ~ d_model^-0.5);
-    scaling brings the looked-up vectors back to unit size so the positional encoding (values
-    in [-1, 1]) does not drown them. GPT-style models skip the scaling (`scale=False`).
+    table is shared with the output projection, whose weights are small; scaling makes the
+    looked-up vectors larger, so the positional encoding (values in [-1, 1]) does not drown them.
+    GPT-style models skip the scaling (`scale=False`). How large they end up depends on the
+    table's initialisation: this module's own (below) gives unit-variance scaled vectors, while
+    the models in minigpt/models.py re-draw every table from N(0, 0.02) (GPT-2's rule), which
+    makes scaled vectors std 0.02 * sqrt(d_model).
     """
 
     def __init__(self, vocab_size: int, d_model: int, scale: bool = True) -> None:
@@ -44,8 +45,8 @@ class TokenEmbedding(nn.Module):
         self.d_model = d_model
         self.scale = scale
         self.embedding = nn.Embedding(vocab_size, d_model)
-        # With scaling, std d_model^-0.5 makes scaled vectors ~unit variance (and suits a tied
-        # output layer); without it, GPT-2's std of 0.02 is the usual choice.
+        # Standalone: with scaling, std d_model^-0.5 makes scaled vectors ~unit variance;
+        # without it, GPT-2's std of 0.02 is the usual choice. (The models re-initialise.)
         std = d_model**-0.5 if scale else 0.02
         nn.init.normal_(self.embedding.weight, mean=0.0, std=std)
 
@@ -94,7 +95,7 @@ def _check_length(t: int, offset: int, max_len: int) -> None:
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Add the fixed sinusoidal table to token vectors, then apply dropout.
+    """Add the fixed sinusoidal table to token vectors.
 
     No parameters: the table is a non-persistent buffer `pe` (max_len, d_model), rebuilt at
     construction, so checkpoints stay small and it follows the module across devices/dtypes.
@@ -102,18 +103,17 @@ class SinusoidalPositionalEncoding(nn.Module):
     new token.
     """
 
-    def __init__(self, d_model: int, max_len: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, max_len: int) -> None:
         super().__init__()
         self.d_model = d_model
         self.max_len = max_len
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
-        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, T, d_model) -> x + pe[offset:offset+T], then dropout."""
+        """x (B, T, d_model) -> x + pe[offset:offset+T]."""
         t = x.size(-2)
         _check_length(t, offset, self.max_len)
-        return self.dropout(x + self.pe[offset : offset + t].to(x.dtype))
+        return x + self.pe[offset : offset + t].to(x.dtype)
 
 
 class LearnedPositionalEmbedding(nn.Module):

@@ -13,9 +13,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minigpt.config import ACTIVATIONS
 from minigpt.dropout import Dropout
-
-ACTIVATIONS = ("relu", "gelu")
 
 
 class FeedForward(nn.Module):

@@ -17,7 +17,8 @@ panel shows (max new tokens, top-k, top-p, temperature):
 The filters are pure functions on logits (tested alone); `generate` drives a GPT-style
 `DecoderLM` with its KV cache, `fill_masks` asks a BERT-style `EncoderLM` for its top-k
 guesses at each [MASK], and `generate_seq2seq` / `fill_sentinels` decode a T5-style
-`Seq2SeqLM`. Lessons 06-08 and `minigpt sample` use them.
+`Seq2SeqLM`. `sample_text` does what fits each family, starting from text and ending in text:
+`minigpt sample` and the trainer's samples both call it. Lessons 06-08 use the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any
 
 import torch
 
+from minigpt.models import DecoderLM, EncoderLM, Seq2SeqLM
 from minigpt.objectives import restore_spans, split_at_sentinels
+from minigpt.tokenizer import EOT, MASK, N_SENTINELS, sentinel
 
 # Two cumulative probabilities closer than this count as equal, so p = 0.3 on
 # (0.2, 0.1, ...) keeps exactly two tokens although 0.2 + 0.1 != 0.3 in floating point.
@@ -297,3 +300,61 @@ def fill_sentinels(
     spans = split_at_sentinels(output_ids, sentinel_ids, eos_id)
     filled = restore_spans(input_ids, output_ids, sentinel_ids, eos_id, pad_id)
     return filled, spans
+
+
+def sample_text(
+    model: DecoderLM | EncoderLM | Seq2SeqLM,
+    tokenizer: Any,
+    prompt: str = "",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
+    """What each family does with a prompt, as text (`minigpt sample` and the trainer call it).
+
+    - `DecoderLM`: continue the prompt (empty: start from the end-of-text token, as GPT-2 does
+      for unconditional samples); returns the prompt and its continuation.
+    - `EncoderLM`: the prompt must contain [MASK]; returns it with each mask's top-5 fills.
+    - `Seq2SeqLM`: encode the prompt and decode an answer; when the prompt holds sentinels
+      (<extra_id_0> ...) the answer is put back into the spans they mark.
+
+    A prompt that does not fit the family raises ValueError with a one-line message.
+    """
+    dev = _model_device(model)
+    specials = tokenizer.special_tokens
+    ids = tokenizer.encode(prompt, allowed_special="all") if prompt else []
+    if isinstance(model, DecoderLM):
+        start = ids or [specials.get(EOT, 0)]  # unconditional: from end-of-text
+        out = generate(model, torch.tensor([start], device=dev), max_new_tokens,
+                       temperature=temperature, top_k=top_k, top_p=top_p,
+                       eos_id=specials.get(EOT), generator=generator)  # fmt: skip
+        return tokenizer.decode(out[0].tolist()[len(start) - len(ids) :])
+    if isinstance(model, EncoderLM):
+        if MASK not in prompt:
+            raise ValueError(f"an MLM model fills {MASK} tokens: give a prompt with {MASK} in it")
+        lines = [prompt]
+        for i, fill in enumerate(fill_masks(model, ids, specials[MASK], top_k=5)):
+            shown = ", ".join(f"{tokenizer.decode([t])!r} {p:.2f}"
+                              for t, p in zip(fill.token_ids, fill.probs, strict=True))  # fmt: skip
+            lines.append(f"  {MASK} #{i + 1}: {shown}")
+        return "\n".join(lines)
+    if isinstance(model, Seq2SeqLM):
+        if not ids:
+            raise ValueError(
+                "a seq2seq model needs an input: give a prompt "
+                "(mark spans to fill with <extra_id_0>, <extra_id_1>, ...)"
+            )
+        out = generate_seq2seq(model, torch.tensor(ids, device=dev), max_new_tokens,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               eos_id=specials.get(EOT), generator=generator).tolist()  # fmt: skip
+        names = [sentinel(i) for i in range(N_SENTINELS)]
+        sentinel_ids = [specials[name] for name in names if name in specials]
+        if any(i in sentinel_ids for i in ids):  # span filling: the input with spans put back
+            filled, _ = fill_sentinels(ids, out, sentinel_ids, eos_id=specials.get(EOT))
+            return tokenizer.decode(filled)
+        if EOT in specials and specials[EOT] in out:
+            out = out[: out.index(specials[EOT])]
+        return tokenizer.decode(out)
+    raise ValueError(f"no sampling defined for a {type(model).__name__}")

@@ -1,9 +1,12 @@
-"""Encoder and decoder layers: attention and a feed-forward network, wrapped in residuals + norms.
+"""Transformer layers: attention and a feed-forward network, wrapped in residuals + norms.
 
-A transformer block has two (encoder) or three (decoder) sub-layers. Each one is wrapped the
-same way: its output is added back to its input (a residual connection, so a deep stack starts
-close to the identity and gradients have a short path to every layer) and a LayerNorm keeps the
-scale of the residual stream in check. Where the norm sits is the one real design choice:
+Three kinds, one per family: `EncoderLayer` (BERT: bidirectional self-attention, FFN),
+`GPTBlock` (GPT: the same with causal self-attention and a KV cache) and `DecoderLayer` (T5:
+causal self-attention, cross-attention to the encoder, FFN). A block has two or three
+sub-layers. Each one is wrapped the same way: its output is added back to its input (a residual
+connection, so a deep stack starts close to the identity and gradients have a short path to
+every layer) and a LayerNorm keeps the scale of the residual stream in check. Where the norm
+sits is the one real design choice:
 
 - post-norm, the original paper's `x = norm(x + sublayer(x))` ("Attention Is All You Need",
   Vaswani et al. 2017, section 5.4 for the dropout), `norm_first=False`;
@@ -34,7 +37,8 @@ class EncoderLayer(nn.Module):
     Submodules: `self_attn`, `ffn`, `norm1` (around self-attention), `norm2` (around the FFN).
     Called as `layer(x, mask=None, is_causal=False)` on x (B, T, d_model); `mask` is a keep mask
     (True = may attend), e.g. a (B, 1, 1, T) padding mask. `is_causal=True` turns the layer into
-    a decoder-only (GPT) block, which is how PyTorch users build GPTs from this class.
+    a decoder-only (GPT) block, which is how PyTorch users build GPTs from this class and what
+    `GPTBlock` below is.
     """
 
     def __init__(
@@ -61,26 +65,53 @@ class EncoderLayer(nn.Module):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """x (B, T, d_model) -> (B, T, d_model)."""
-        if self.norm_first:
-            x = x + self.dropout1(self.self_attn(self.norm1(x), mask=mask, is_causal=is_causal))
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """x (B, T, d_model) -> (B, T, d_model). `cache`: keys/values of earlier positions."""
+
+        how = dict(mask=mask, is_causal=is_causal, cache=cache)  # which keys each query sees
+        if self.norm_first:  # x + sublayer(norm(x))
+            x = x + self.dropout1(self.self_attn(self.norm1(x), **how))
             return x + self.dropout2(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.dropout1(self.self_attn(x, mask=mask, is_causal=is_causal)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, **how)))  # norm(x + sublayer(x))
         return self.norm2(x + self.dropout2(self.ffn(x)))
+
+
+class GPTBlock(EncoderLayer):
+    """The GPT block: causal self-attention then a feed-forward network, residual + LayerNorm.
+
+    It is an encoder layer whose attention may not look ahead, which is all a decoder-only
+    model's block is (same submodules: `self_attn`, `norm1`, `ffn`, `norm2`), and so it is
+    proven equal to `nn.TransformerEncoderLayer` run with a causal mask. Called as
+    `block(x, cache=None)`: with a `KVCache`, x holds only the new tokens, which attend to
+    every earlier position kept in the cache.
+    """
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for incremental decoding through this block."""
+        return KVCache()
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:  # type: ignore[override]
+        """x (B, T, d_model) -> (B, T, d_model), each position seeing itself and the past."""
+        return super().forward(x, is_causal=True, cache=cache)
 
 
 class LayerCache:
     """What one decoder layer remembers between incremental decoding steps.
 
-    `self_attn` grows by the new tokens at every call; `cross_attn` (None for a layer without
-    cross-attention) holds the projected encoder memory, computed at the first call and reused,
-    because the memory does not change while the decoder generates.
+    `self_attn` grows by the new tokens at every call; `cross_attn` holds the projected encoder
+    memory, computed at the first call and reused, because the memory does not change while the
+    decoder generates.
     """
 
-    def __init__(self, cross_attention: bool) -> None:
+    def __init__(self) -> None:
         self.self_attn = KVCache()
-        self.cross_attn = KVCache() if cross_attention else None
+        self.cross_attn = KVCache()
 
     @property
     def length(self) -> int:
@@ -90,22 +121,21 @@ class LayerCache:
     def reset(self) -> None:
         """Forget everything, to start a new sequence."""
         self.self_attn.reset()
-        if self.cross_attn is not None:
-            self.cross_attn.reset()
+        self.cross_attn.reset()
 
 
 class DecoderLayer(nn.Module):
-    """Causal self-attention, optional cross-attention to an encoder memory, then an FFN.
+    """The encoder-decoder's decoder layer: causal self-attention, cross-attention to the
+    encoder's memory, then an FFN, each residual + LayerNorm.
 
     Submodules: `self_attn` + `norm1`, `cross_attn` + `norm2`, `ffn` + `norm3` — the same names
-    and order as `nn.TransformerDecoderLayer` (its `multihead_attn` is our `cross_attn`). With
-    `cross_attention=False` (a GPT block) `cross_attn` and `norm2` are None and the numbering is
-    kept, so `norm3` is always the FFN's norm whatever the layer's kind.
+    and order as `nn.TransformerDecoderLayer` (its `multihead_attn` is our `cross_attn`). A
+    decoder-only model has no memory to attend to and uses `GPTBlock` instead.
 
-    Called as `layer(x, memory=None, self_mask=None, memory_mask=None, is_causal=True,
-    cache=None)`. Self-attention is causal unless `is_causal=False`; `self_mask` (a keep mask)
-    is combined with it. `cache` (from `new_cache()`) enables incremental decoding: pass only
-    the new tokens and they attend to every earlier position kept in the cache.
+    Called as `layer(x, memory, self_mask=None, memory_mask=None, is_causal=True, cache=None)`.
+    Self-attention is causal unless `is_causal=False`; `self_mask` (a keep mask) is combined
+    with it. `cache` (from `new_cache()`) enables incremental decoding: pass only the new tokens
+    and they attend to every earlier position kept in the cache.
     """
 
     def __init__(
@@ -118,22 +148,17 @@ class DecoderLayer(nn.Module):
         norm_first: bool = False,
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
-        cross_attention: bool = True,
         rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.has_cross_attention = cross_attention
         self.self_attn = MultiHeadAttention(
             d_model, n_heads, dropout=dropout, bias=bias, rotary=rotary
         )
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout1 = Dropout(dropout)
-        self.cross_attn: MultiHeadAttention | None = None
-        self.norm2: nn.LayerNorm | None = None
-        if cross_attention:
-            self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-            self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout2 = Dropout(dropout)
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, bias=bias)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
@@ -141,63 +166,52 @@ class DecoderLayer(nn.Module):
 
     def new_cache(self) -> LayerCache:
         """An empty cache for incremental decoding through this layer."""
-        return LayerCache(self.has_cross_attention)
-
-    def _self_block(
-        self, x: Tensor, mask: Tensor | None, is_causal: bool, cache: KVCache | None
-    ) -> Tensor:
-        return self.dropout1(self.self_attn(x, mask=mask, is_causal=is_causal, cache=cache))
-
-    def _cross_block(
-        self, x: Tensor, memory: Tensor, mask: Tensor | None, cache: KVCache | None
-    ) -> Tensor:
-        assert self.cross_attn is not None
-        return self.dropout2(self.cross_attn(x, context=memory, mask=mask, cache=cache))
+        return LayerCache()
 
     def forward(
         self,
         x: Tensor,
-        memory: Tensor | None = None,
+        memory: Tensor,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
         is_causal: bool = True,
         cache: LayerCache | None = None,
     ) -> Tensor:
-        """x (B, T, d_model) [, memory (B, S, d_model)] -> (B, T, d_model)."""
-        if self.has_cross_attention and memory is None:
-            raise ValueError("this DecoderLayer has cross-attention: pass memory=encoder output")
-        if not self.has_cross_attention and memory is not None:
-            raise ValueError(
-                "memory given to a DecoderLayer built with cross_attention=False; "
-                "build it with cross_attention=True to attend to an encoder"
-            )
+        """x (B, T, d_model), memory (B, S, d_model) -> (B, T, d_model)."""
         self_cache = cache.self_attn if cache is not None else None
         cross_cache = cache.cross_attn if cache is not None else None
-        if self.norm_first:
-            x = x + self._self_block(self.norm1(x), self_mask, is_causal, self_cache)
-            if memory is not None:
-                assert self.norm2 is not None
-                x = x + self._cross_block(self.norm2(x), memory, memory_mask, cross_cache)
+
+        def self_block(h: Tensor) -> Tensor:
+            out = self.self_attn(h, mask=self_mask, is_causal=is_causal, cache=self_cache)
+            return self.dropout1(out)
+
+        def cross_block(h: Tensor) -> Tensor:
+            out = self.cross_attn(h, context=memory, mask=memory_mask, cache=cross_cache)
+            return self.dropout2(out)
+
+        if self.norm_first:  # x + sublayer(norm(x))
+            x = x + self_block(self.norm1(x))
+            x = x + cross_block(self.norm2(x))
             return x + self.dropout3(self.ffn(self.norm3(x)))
-        x = self.norm1(x + self._self_block(x, self_mask, is_causal, self_cache))
-        if memory is not None:
-            assert self.norm2 is not None
-            x = self.norm2(x + self._cross_block(x, memory, memory_mask, cross_cache))
+        x = self.norm1(x + self_block(x))  # norm(x + sublayer(x))
+        x = self.norm2(x + cross_block(x))
         return self.norm3(x + self.dropout3(self.ffn(x)))
 
 
 @torch.no_grad()
-def load_pytorch_weights(layer: EncoderLayer | DecoderLayer, reference: nn.Module) -> None:
+def load_pytorch_weights(
+    layer: EncoderLayer | GPTBlock | DecoderLayer, reference: nn.Module
+) -> None:
     """Copy the weights of an `nn.TransformerEncoderLayer` / `nn.TransformerDecoderLayer` into ours.
 
     Why it exists: to *prove* a layer correct, build PyTorch's reference, copy its weights here
-    and compare outputs (tests, lesson 05). A DecoderLayer without cross-attention takes an
-    `nn.TransformerEncoderLayer` (how a GPT block is usually built from PyTorch's classes).
+    and compare outputs (tests, lesson 05). A `GPTBlock` takes an `nn.TransformerEncoderLayer`
+    (how a GPT block is usually built from PyTorch's classes: run with a causal mask).
     PyTorch keeps q, k, v stacked in one `in_proj_weight` (3 * d_model, d_model); we keep three
     `nn.Linear`s, so it is cut in three.
     """
     pairs = [(layer.self_attn, reference.self_attn)]
-    if isinstance(layer, DecoderLayer) and layer.cross_attn is not None:
+    if isinstance(layer, DecoderLayer):
         pairs.append((layer.cross_attn, reference.multihead_attn))
     for ours, theirs in pairs:
         projections = (ours.q_proj, ours.k_proj, ours.v_proj)
@@ -209,11 +223,6 @@ def load_pytorch_weights(layer: EncoderLayer | DecoderLayer, reference: nn.Modul
         ours.out_proj.load_state_dict(theirs.out_proj.state_dict())
     layer.ffn.fc1.load_state_dict(reference.linear1.state_dict())
     layer.ffn.fc2.load_state_dict(reference.linear2.state_dict())
-    if isinstance(layer, EncoderLayer):
-        norms = {"norm1": "norm1", "norm2": "norm2"}
-    elif layer.cross_attn is not None:
-        norms = {"norm1": "norm1", "norm2": "norm2", "norm3": "norm3"}
-    else:  # a GPT block, whose PyTorch counterpart is an encoder layer run with a causal mask
-        norms = {"norm1": "norm1", "norm3": "norm2"}
-    for ours_name, their_name in norms.items():
-        getattr(layer, ours_name).load_state_dict(getattr(reference, their_name).state_dict())
+    norms = ("norm1", "norm2", "norm3") if isinstance(layer, DecoderLayer) else ("norm1", "norm2")
+    for name in norms:
+        getattr(layer, name).load_state_dict(getattr(reference, name).state_dict())

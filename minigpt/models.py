@@ -1,36 +1,32 @@
-"""Whole models: a validated config, the encoder/decoder stacks, and three language models.
+"""Whole models: the three language-model families of the course, and the model registry.
 
-The three families of the course share one set of parts and differ in how they use them:
+- `DecoderLM` (GPT): token embedding -> causal `GPTBlock`s -> final norm -> LM head, written out
+  in one screen; it predicts the next token (CLM). The pipeline-parallel loop cuts it into
+  stages by its `blocks`.
+- `EncoderLM` (BERT): a bidirectional `Encoder` that fills in masked tokens (MLM);
+- `Seq2SeqLM` (T5/BART): an `EncoderDecoder` whose decoder writes the output while attending to
+  the encoder's reading of the input (span corruption, translation).
 
-- `EncoderLM` (BERT): a bidirectional encoder that fills in masked tokens (MLM);
-- `DecoderLM` (GPT): a causal decoder that predicts the next token (CLM);
-- `Seq2SeqLM` (T5/BART): an encoder reads the input, a decoder writes the output while
-  attending to it (span corruption, translation).
-
-Each is `embedding -> stack of layers -> (final norm) -> LM head`, built from one `ModelConfig`,
-called as `model(inputs, targets) -> (logits, loss)` so one trainer drives all three. The shared
-code lives in `InputEmbedding`, the stacks (`Encoder`, `Decoder`, `EncoderDecoder`) and the
-`LanguageModel` base class (loss, parameter and FLOP counts, weight tying, initialisation).
-Lesson 05 builds the blocks, lessons 06-08 train the three families.
+Each is built from one `ModelConfig` (minigpt/config.py) and called as
+`model(inputs, targets) -> (logits, loss)`, so one trainer drives all three; `LanguageModel`
+holds what they share (the loss, parameter and FLOP counts). The stacks `Encoder`, `Decoder` and
+`EncoderDecoder` are also what the parity tests compare with `nn.TransformerEncoder`,
+`nn.TransformerDecoder` and `nn.Transformer`. Lesson 05 builds the blocks, lessons 06-08 train
+the three families.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minigpt.attention import padding_mask
-from minigpt.config import (  # noqa: F401  (re-exported: models.ModelConfig is the public name)
-    ACTIVATIONS,
-    IGNORE_INDEX,
-    POSITIONALS,
-    PRESETS,
-    ModelConfig,
-)
+from minigpt.attention import KVCache, padding_mask
+from minigpt.config import ModelConfig
 from minigpt.dropout import Dropout
 from minigpt.embeddings import (
     LearnedPositionalEmbedding,
@@ -38,7 +34,8 @@ from minigpt.embeddings import (
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
-from minigpt.layers import DecoderLayer, EncoderLayer, LayerCache
+from minigpt.layers import DecoderLayer, EncoderLayer, GPTBlock, LayerCache
+from minigpt.objectives import IGNORE_INDEX
 
 
 @torch.no_grad()
@@ -99,7 +96,7 @@ def rotary_for(config: ModelConfig) -> RotaryPositionalEmbedding | None:
     return RotaryPositionalEmbedding(config.d_model // config.n_heads, config.max_len)
 
 
-def _final_norm(config: ModelConfig) -> nn.LayerNorm | None:
+def final_norm(config: ModelConfig) -> nn.LayerNorm | None:
     # Pre-norm never normalises the residual stream itself, so the stack ends with one norm;
     # post-norm layers already end in a norm.
     if not config.norm_first:
@@ -107,13 +104,39 @@ def _final_norm(config: ModelConfig) -> nn.LayerNorm | None:
     return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
 
 
-def _layer_kwargs(config: ModelConfig) -> dict[str, Any]:
+def layer_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """The sizes and switches every layer of a stack is built with."""
     c = config
     return dict(
         d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, dropout=c.dropout,
         activation=c.activation, norm_first=c.norm_first, layer_norm_eps=c.layer_norm_eps,
         bias=c.bias,
     )  # fmt: skip
+
+
+def check_cache(cache: list[Any] | None, n_layers: int) -> None:
+    """A KV cache holds one entry per layer; anything else is a caller's mistake."""
+    if cache is not None and len(cache) != n_layers:
+        raise ValueError(
+            f"cache has {len(cache)} entries for {n_layers} layers; make it with model.new_cache()"
+        )
+
+
+def lm_head(config: ModelConfig, tied_to: nn.Parameter | None, bias: bool = False) -> nn.Linear:
+    """The d_model -> vocab projection that turns hidden states into next-token scores.
+
+    `tied_to` (the token embedding's table) makes the head *be* that matrix (Press & Wolf 2017):
+    one matrix for reading and writing tokens, V * d fewer parameters, and rare tokens' output
+    rows get gradient through their input use too.
+    """
+    head = nn.Linear(config.d_model, config.vocab_size, bias=bias)
+    if tied_to is not None:
+        head.weight = tied_to
+    else:
+        init_weights(head, 1, config.init_std)
+    if bias:
+        nn.init.zeros_(head.bias)
+    return head
 
 
 class Encoder(nn.Module):
@@ -126,12 +149,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = embedding if embedding is not None else InputEmbedding(config)
-        kw = _layer_kwargs(config)
+        kw = layer_kwargs(config)
         rotary = rotary_for(config)
         self.layers = nn.ModuleList(
             EncoderLayer(**kw, rotary=rotary) for _ in range(config.encoder_layers)
         )
-        self.norm = _final_norm(config)
+        self.norm = final_norm(config)
         init_weights(self, config.encoder_layers, config.init_std)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -146,28 +169,21 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedding + `decoder_layers` causal DecoderLayers + final norm (pre-norm only).
-
-    With `cross_attention=False` it is a GPT stack; otherwise every layer also attends to an
-    encoder `memory`. `cache` (a list from `new_cache()`) turns on incremental decoding.
+    """Embedding + `decoder_layers` DecoderLayers (causal, attending to an encoder's memory) +
+    final norm (pre-norm only). `cache` (a list from `new_cache()`) turns on incremental
+    decoding. A decoder-only GPT needs none of the memory plumbing: see `DecoderLM`.
     """
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        cross_attention: bool = True,
-        embedding: InputEmbedding | None = None,
-    ) -> None:
+    def __init__(self, config: ModelConfig, embedding: InputEmbedding | None = None) -> None:
         super().__init__()
         self.config = config
         self.embedding = embedding if embedding is not None else InputEmbedding(config)
-        kw = _layer_kwargs(config)
+        kw = layer_kwargs(config)
         rotary = rotary_for(config)
         self.layers = nn.ModuleList(
-            DecoderLayer(**kw, cross_attention=cross_attention, rotary=rotary)
-            for _ in range(config.decoder_layers)
+            DecoderLayer(**kw, rotary=rotary) for _ in range(config.decoder_layers)
         )
-        self.norm = _final_norm(config)
+        self.norm = final_norm(config)
         init_weights(self, config.decoder_layers, config.init_std)
 
     def new_cache(self) -> list[LayerCache]:
@@ -177,30 +193,27 @@ class Decoder(nn.Module):
     def forward(
         self,
         ids: Tensor,
-        memory: Tensor | None = None,
+        memory: Tensor,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
         cache: list[LayerCache] | None = None,
     ) -> Tensor:
-        """ids (B, T) -> hidden states (B, T, d_model). With `cache`, ids are only the new
-        tokens: they are placed after the cached positions and attend to all of them."""
+        """ids (B, T), memory (B, S, d_model) -> hidden states (B, T, d_model). With `cache`,
+        ids are only the new tokens: they are placed after the cached positions and attend to
+        all of them."""
         offset = 0 if cache is None else cache[0].length
         return self.run_layers(self.embedding(ids, offset), memory, self_mask, memory_mask, cache)
 
     def run_layers(
         self,
         x: Tensor,
-        memory: Tensor | None = None,
+        memory: Tensor,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
         cache: list[LayerCache] | None = None,
     ) -> Tensor:
         """The stack without the embedding: x (B, T, d_model) -> (B, T, d_model)."""
-        if cache is not None and len(cache) != len(self.layers):
-            raise ValueError(
-                f"cache has {len(cache)} entries for {len(self.layers)} layers; "
-                "make it with model.new_cache()"
-            )
+        check_cache(cache, len(self.layers))
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache[i]
             x = layer(x, memory, self_mask, memory_mask, is_causal=True, cache=layer_cache)
@@ -214,7 +227,7 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.decoder = Decoder(config, cross_attention=True, embedding=self.encoder.embedding)
+        self.decoder = Decoder(config, embedding=self.encoder.embedding)
 
     def forward(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """src (B, S), tgt (B, T) ids -> decoder hidden states (B, T, d_model).
@@ -232,11 +245,10 @@ class EncoderDecoder(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """What the three families share: the LM head, the loss, parameter and FLOP counts.
+    """What the three families share: the loss, parameter and FLOP counts.
 
-    A subclass builds its stacks, then calls `_make_head(embedding)`, and implements
-    `input_embedding` and `_attention_layers()` (how many T x T attention maps one token goes
-    through, for FLOPs).
+    A subclass sets `config` and `lm_head`, and implements `input_embedding` and
+    `_attention_layers()` (how many T x T attention maps one token goes through, for FLOPs).
     """
 
     config: ModelConfig
@@ -246,20 +258,6 @@ class LanguageModel(nn.Module):
     def input_embedding(self) -> InputEmbedding:
         """The token + position embedding the model reads its ids with."""
         raise NotImplementedError
-
-    def _make_head(self, embedding: InputEmbedding, bias: bool = False) -> nn.Linear:
-        """The d_model -> vocab projection; with `tie_weights` it *is* the token embedding
-        table (Press & Wolf 2017): one matrix for reading and writing tokens, V * d fewer
-        parameters, and rare tokens' output rows get gradient through their input use too."""
-        c = self.config
-        head = nn.Linear(c.d_model, c.vocab_size, bias=bias)
-        if c.tie_weights:
-            head.weight = embedding.token.weight
-        else:
-            init_weights(head, 1, c.init_std)
-        if bias:
-            nn.init.zeros_(head.bias)
-        return head
 
     @staticmethod
     def loss(logits: Tensor, targets: Tensor | None) -> Tensor | None:
@@ -310,7 +308,7 @@ class LanguageModel(nn.Module):
 
 
 class DecoderLM(LanguageModel):
-    """GPT: a causal Decoder without cross-attention, final norm, LM head (tied by default).
+    """GPT: token embedding (+ positions), a list of causal blocks, final norm, LM head.
 
     `forward(idx, targets=None, cache=None) -> (logits, loss)`. Incremental decoding:
     `cache = model.new_cache()`, then `model(prompt, cache=cache)` followed by
@@ -320,25 +318,38 @@ class DecoderLM(LanguageModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config
-        self.decoder = Decoder(config, cross_attention=False)
-        self.lm_head = self._make_head(self.decoder.embedding)
+        c = self.config = config
+        self.embedding = InputEmbedding(c)  # ids -> token vectors (+ positions), dropout
+        rotary = rotary_for(c)  # RoPE turns q and k inside attention instead (or None)
+        self.blocks = nn.ModuleList(
+            GPTBlock(**layer_kwargs(c), rotary=rotary) for _ in range(c.decoder_layers)
+        )
+        self.norm = final_norm(c)  # pre-norm ends the stack with a LayerNorm; post-norm: None
+        init_weights(self, c.decoder_layers, c.init_std)
+        tied = self.embedding.token.weight if c.tie_weights else None
+        self.lm_head = lm_head(c, tied_to=tied)  # with tying, the head *is* the token table
 
     @property
     def input_embedding(self) -> InputEmbedding:
-        """The decoder's token + position embedding."""
-        return self.decoder.embedding
+        """The token + position embedding."""
+        return self.embedding
 
-    def new_cache(self) -> list[LayerCache]:
-        """Empty per-layer key/value caches for incremental decoding."""
-        return self.decoder.new_cache()
+    def new_cache(self) -> list[KVCache]:
+        """Empty per-block key/value caches for incremental decoding."""
+        return [block.new_cache() for block in self.blocks]
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, cache: list[LayerCache] | None = None
+        self, idx: Tensor, targets: Tensor | None = None, cache: list[KVCache] | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) -> logits (B, T, vocab), loss vs targets (B, T) or None."""
-        h = self.decoder(idx, cache=cache)  # (B, T, d_model); fused causal attention
-        logits = self.lm_head(h)  # (B, T, vocab)
+        check_cache(cache, len(self.blocks))
+        offset = 0 if cache is None else cache[0].length  # position of idx's first token
+        x = self.embedding(idx, offset)  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache=None if cache is None else cache[i])  # sees only the past
+        if self.norm is not None:
+            x = self.norm(x)
+        logits = self.lm_head(x)  # (B, T, vocab)
         return logits, self.loss(logits, targets)
 
     def _attention_layers(self) -> int:
@@ -364,7 +375,8 @@ class EncoderLM(LanguageModel):
             nn.LayerNorm(c.d_model, eps=c.layer_norm_eps, bias=c.bias),
         )
         init_weights(self.head_transform, 1, c.init_std)
-        self.lm_head = self._make_head(self.encoder.embedding, bias=True)
+        tied = self.encoder.embedding.token.weight if c.tie_weights else None
+        self.lm_head = lm_head(c, tied_to=tied, bias=True)
 
     @property
     def input_embedding(self) -> InputEmbedding:
@@ -403,7 +415,8 @@ class Seq2SeqLM(LanguageModel):
                 )
         self.config = config
         self.model = EncoderDecoder(config)
-        self.lm_head = self._make_head(self.model.encoder.embedding)
+        tied = self.model.encoder.embedding.token.weight if config.tie_weights else None
+        self.lm_head = lm_head(config, tied_to=tied)
 
     @property
     def input_embedding(self) -> InputEmbedding:
@@ -453,3 +466,47 @@ class Seq2SeqLM(LanguageModel):
 
     def _attention_layers(self) -> int:
         return self.config.encoder_layers + 2 * self.config.decoder_layers
+
+
+# The model registry: every family a checkpoint or an objective may name, by class name. One
+# list, so the CLI, the objectives and the checkpoint loader cannot disagree.
+MODEL_CLASSES: dict[str, type[LanguageModel]] = {
+    "DecoderLM": DecoderLM,
+    "EncoderLM": EncoderLM,
+    "Seq2SeqLM": Seq2SeqLM,
+}
+
+
+def build_model(model_class: str, config: ModelConfig | Mapping[str, Any]) -> LanguageModel:
+    """A freshly initialised model of the family named `model_class` (no weights loaded).
+
+    `config` is a `ModelConfig` or its `to_dict()` (what checkpoints store).
+    """
+    if model_class not in MODEL_CLASSES:
+        raise ValueError(
+            f"unknown model class {model_class!r}; expected one of {', '.join(MODEL_CLASSES)}"
+        )
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.from_dict(dict(config))
+    return MODEL_CLASSES[model_class](config)
+
+
+def upgrade_state_dict(model_class: str, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Parameter names of checkpoints written before `DecoderLM` owned its parts, renamed.
+
+    Until version 0.1's restructuring a DecoderLM kept a `decoder` stack whose GPT layers
+    numbered their FFN norm `norm3`; now its embedding, `blocks` and `norm` sit at the top and a
+    block's norms are `norm1`, `norm2`. The weights are the same; only the names move, so old
+    checkpoints load unchanged. Other families and new checkpoints pass through as they are.
+    """
+    if model_class != "DecoderLM" or not any(k.startswith("decoder.") for k in state):
+        return dict(state)
+    renamed = {}
+    for key, value in state.items():
+        new = key
+        if key.startswith("decoder.layers."):
+            new = "blocks." + key[len("decoder.layers.") :].replace(".norm3.", ".norm2.")
+        elif key.startswith("decoder."):
+            new = key[len("decoder.") :]  # decoder.embedding.* -> embedding.*, decoder.norm.*
+        renamed[new] = value
+    return renamed

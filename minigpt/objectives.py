@@ -18,11 +18,14 @@ trainer can train all three families with the same loss call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index
+
+# What every objective reduces to for the trainer: (windows of ids, generator) -> (inputs, targets).
+BatchFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _uniform(shape: torch.Size, generator: torch.Generator | None, device: torch.device):

@@ -4,10 +4,11 @@ A loss curve is the first thing to look at after (or during) a run: a falling
 training loss says the optimizer works; a validation loss that tracks it says the
 model generalises instead of memorising; a gap that opens says it has started to
 overfit; a curve that jumps up says the learning rate is too high. The trainer
-(`minigpt.train`) appends one JSON object per line to `metrics.jsonl` — kind
-"train" (step, tokens, loss, lr, tokens_per_s), "eval" (val_loss, val_ppl, val_bpb)
-or "sample" — and calls `plot_training_curves` to redraw `loss.png` at every
-checkpoint. Lessons 06-08 use the same functions for their figures.
+(`minigpt.training.loop`, through `minigpt.training.metrics.MetricsLog`) appends
+one JSON object per line to `metrics.jsonl` — kind "train" (step, tokens, loss,
+lr, tokens_per_s), "eval" (val_loss, val_ppl, val_bpb) or "sample" — and calls
+`plot_training_curves` to redraw `loss.png` at every checkpoint. Lessons 06-08
+use the same functions for their figures.
 
 matplotlib is imported inside the functions with the non-interactive Agg backend,
 so importing minigpt never needs a display or pays matplotlib's start-up cost.

@@ -1,4 +1,4 @@
-"""Shared test helpers: run a numbered lesson in quick mode, locate GPT-2's files.
+"""Shared test helpers: float comparisons, run a numbered lesson, locate GPT-2's files.
 
 Lesson files start with a digit (`01_tokenization.py`), so they cannot be
 imported by name; `load_lesson` imports one from its path instead.
@@ -24,6 +24,25 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Test models are tiny: splitting their matrix products across OpenMP threads costs more in
 # synchronisation than it saves, and 5-30x more when the 2-core machine is busy.
 torch.set_num_threads(1)
+
+
+def assert_float_close(
+    actual: torch.Tensor, expected: torch.Tensor, ulps: float = 64.0, msg: str | None = None
+) -> None:
+    """Equal up to `ulps` units of the dtype's resolution, relative to each value and to the
+    expected tensor's scale.
+
+    Two correct implementations differ by rounding, and how much depends on the CPU (its
+    matmul kernels sum in different orders: an AMD EPYC and an Intel Xeon disagree by an ulp or
+    two), so a hand-picked absolute bound like 1e-7 turns CI red on the wrong machine. The
+    absolute part scales with the largest expected value, and at least with 1 (the tests draw
+    their inputs at unit scale), because the error of a sum is set by its largest terms, not by
+    its result: a gradient that is zero in exact arithmetic comes out as rounding noise.
+    """
+    eps = torch.finfo(expected.dtype).eps
+    scale = max(float(expected.detach().abs().max()) if expected.numel() else 0.0, 1.0)
+    tol = ulps * eps
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale, msg=msg)
 
 
 def load_lesson(stem: str) -> ModuleType:

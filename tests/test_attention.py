@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_float_close
 from torch import nn
 
-from minigpt import attention
+import minigpt.attention
+from minigpt import speedups
 from minigpt.attention import (
     KVCache,
     MultiHeadAttention,
@@ -21,14 +23,13 @@ from minigpt.attention import (
     scaled_dot_product_attention,
 )
 
-ATOL = 1e-5
 D_MODEL, N_HEADS = 32, 4
 
 
 @pytest.fixture(params=["fused", "separate"])
 def projection(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the q/k/v projections fused into one matmul, then with three."""
-    monkeypatch.setattr(attention, "FUSE_MIN_ROWS", 0 if request.param == "fused" else 10**9)
+    monkeypatch.setattr(speedups, "FUSE_MIN_ROWS", 0 if request.param == "fused" else 10**9)
     return request.param
 
 
@@ -95,7 +96,7 @@ def test_explicit_equals_torch_sdpa(mask_kind: str) -> None:
         keep = pad if keep is None else keep & pad
     out, weights = scaled_dot_product_attention(q, k, v, keep)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+    assert_float_close(out, ref)
     assert weights.shape == (2, 3, 6, 6)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 6))
 
@@ -161,15 +162,15 @@ def test_self_attention_matches_pytorch(mask_kind: str, bias: bool, projection: 
         need_weights=False,
         is_causal=is_causal,
     )
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
 
     grad_out = torch.randn_like(out)
     out.backward(grad_out)
     expected.backward(grad_out)
-    torch.testing.assert_close(x.grad, x_ref.grad, atol=ATOL, rtol=0)
+    assert_float_close(x.grad, x_ref.grad)
     grads = ref_grads(ref)
     for name, param in ours.named_parameters():
-        torch.testing.assert_close(param.grad, grads[name], atol=ATOL, rtol=0, msg=name)
+        assert_float_close(param.grad, grads[name], msg=name)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -184,15 +185,15 @@ def test_cross_attention_matches_pytorch(padded: bool, projection: str) -> None:
     m_ref = memory.detach().clone().requires_grad_(True)
     kpm = ~keep[:, 0, 0, :] if keep is not None else None
     expected, _ = ref(x_ref, m_ref, m_ref, key_padding_mask=kpm, need_weights=False)
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
     grad_out = torch.randn_like(out)
     out.backward(grad_out)
     expected.backward(grad_out)
-    torch.testing.assert_close(x.grad, x_ref.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(memory.grad, m_ref.grad, atol=ATOL, rtol=0)
+    assert_float_close(x.grad, x_ref.grad)
+    assert_float_close(memory.grad, m_ref.grad)
     grads = ref_grads(ref)
     for name, param in ours.named_parameters():
-        torch.testing.assert_close(param.grad, grads[name], atol=ATOL, rtol=0, msg=name)
+        assert_float_close(param.grad, grads[name], msg=name)
 
 
 @pytest.mark.parametrize("cross", [False, True])
@@ -216,9 +217,9 @@ def test_explicit_path_equals_fast_path(cross: bool, projection: str) -> None:
         explicit.sum().backward()
         explicit_grads = [xe.grad] + [p.grad.clone() for p in ours.parameters()]
         ours.zero_grad()
-        torch.testing.assert_close(explicit, fast, atol=ATOL, rtol=0)
+        assert_float_close(explicit, fast)
         for a, b in zip(explicit_grads, fast_grads, strict=True):
-            torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+            assert_float_close(a, b)
         assert ours.last_weights is not None
         assert ours.last_weights.shape == (3, N_HEADS, 6, t_k)
 
@@ -234,7 +235,7 @@ def test_bf16_on_cpu_takes_explicit_path_and_matches_fused_kernel(
         calls.append(1)
         return scaled_dot_product_attention(*args, **kwargs)
 
-    monkeypatch.setattr(attention, "scaled_dot_product_attention", counting_sdpa)
+    monkeypatch.setattr(minigpt.attention, "scaled_dot_product_attention", counting_sdpa)
     ours, _ = make_pair()
     torch.manual_seed(3)
     x = torch.randn(2, 7, D_MODEL, requires_grad=True)
@@ -256,7 +257,7 @@ def test_recorded_weights_match_pytorch_average() -> None:
     x = torch.randn(2, 5, D_MODEL)
     ours(x, is_causal=True)
     _, ref_weights = ref(x, x, x, attn_mask=~causal_mask(5), average_attn_weights=False)
-    torch.testing.assert_close(ours.last_weights, ref_weights, atol=ATOL, rtol=0)
+    assert_float_close(ours.last_weights, ref_weights)
     assert torch.all(ours.last_weights.triu(diagonal=1) == 0)
 
 
@@ -265,8 +266,8 @@ def test_three_dim_mask_is_per_batch() -> None:
     x = torch.randn(2, 4, D_MODEL)
     keep = torch.stack([causal_mask(4), torch.ones(4, 4, dtype=torch.bool)])  # (B, T_q, T_k)
     out = ours(x, mask=keep)
-    torch.testing.assert_close(out[0], ours(x[:1], is_causal=True)[0], atol=ATOL, rtol=0)
-    torch.testing.assert_close(out[1], ours(x[1:])[0], atol=ATOL, rtol=0)
+    assert_float_close(out[0], ours(x[:1], is_causal=True)[0])
+    assert_float_close(out[1], ours(x[1:])[0])
 
 
 @pytest.mark.parametrize("record", [False, True])
@@ -286,7 +287,7 @@ def test_kv_cache_matches_full_causal_pass(
         start += size
     assert cache.length == sum(chunks)
     assert cache.k.shape == (2, N_HEADS, sum(chunks), D_MODEL // N_HEADS)
-    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=ATOL, rtol=0)
+    assert_float_close(torch.cat(outs, dim=1), full)
     cache.reset()
     assert cache.length == 0 and cache.k is None
 
@@ -301,13 +302,13 @@ def test_rotary_attention_cache_and_fast_path_agree(chunks: list[int]) -> None:
     x = torch.randn(2, sum(chunks), D_MODEL)
     full = mha(x, is_causal=True)
     mha.record_weights = True  # the explicit path
-    torch.testing.assert_close(mha(x, is_causal=True), full, atol=ATOL, rtol=0)
+    assert_float_close(mha(x, is_causal=True), full)
     mha.record_weights = False
     cache, outs, start = KVCache(), [], 0
     for size in chunks:
         outs.append(mha(x[:, start : start + size], is_causal=True, cache=cache))
         start += size
-    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=ATOL, rtol=0)
+    assert_float_close(torch.cat(outs, dim=1), full)
     # the rotation is really applied: without it the same weights give another answer
     mha.rotary = None
     assert not torch.allclose(mha(x, is_causal=True), full, atol=1e-3)
@@ -324,7 +325,7 @@ def test_kv_cache_with_padding_mask() -> None:
     outs = [ours(x[:, :2], mask=keep[..., :2], is_causal=True, cache=cache)]
     for i in range(2, 6):
         outs.append(ours(x[:, i : i + 1], mask=keep[..., : i + 1], is_causal=True, cache=cache))
-    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=ATOL, rtol=0)
+    assert_float_close(torch.cat(outs, dim=1), full)
 
 
 def test_cross_attention_cache_reuses_memory() -> None:
@@ -335,7 +336,7 @@ def test_cross_attention_cache_reuses_memory() -> None:
     cache = KVCache()
     outs = [ours(x[:, i : i + 1], context=memory, cache=cache) for i in range(4)]
     assert cache.length == 5  # projected once, then reused
-    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=ATOL, rtol=0)
+    assert_float_close(torch.cat(outs, dim=1), full)
 
 
 def test_dropout_only_in_training() -> None:

@@ -219,3 +219,17 @@ def test_openmp_waiters_sleep_only_when_other_work_holds_the_cores(
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     cli._choose_openmp_wait_policy()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's own setting wins
+
+
+def test_train_sets_the_wait_policy_before_the_parser_imports_torch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    calls: list[str] = []
+    real_parser = cli.build_parser
+    monkeypatch.setattr(cli, "_choose_openmp_wait_policy", lambda: calls.append("policy"))
+    monkeypatch.setattr(cli, "build_parser", lambda: calls.append("parser") or real_parser())
+    run_cli(["train", "--help"], capsys)
+    assert calls == ["policy", "parser"]  # the registries behind the choices import torch
+    calls.clear()
+    run_cli(["info", "--help"], capsys)
+    assert calls == ["parser"]  # only training runs long enough for the policy to matter

@@ -244,16 +244,14 @@ def test_prepare_default_out_dir_and_eot_separators(tmp_path: Path, monkeypatch)
     )
 
 
-def test_chunks_reassemble_and_encode_like_the_whole() -> None:
+def test_encoding_to_file_streams_like_the_whole(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    pieces = ["word", " ", "  ", "\n", "\n\n", " \n", "\t", "x.", "é", "'s", "42"]
-    text = "".join(rng.choice(pieces, size=3000))
-    tok = BPETokenizer.train(text, 300)
-    whole = tok.encode(text)
-    for size in (1, 5, 40):
-        chunks = data._encoding_chunks(text, size)
-        assert len(chunks) > 10 and "".join(chunks) == text
-        assert [i for c in chunks for i in tok.encode(c)] == whole
+    pieces = ["word", " ", "  ", "\n", "\n\n", " \n", "\t", "x.", "é", "'s", "42", EOT]
+    text = "".join(rng.choice(pieces, size=60_000))  # ~150K characters: several streamed pieces
+    tok = BPETokenizer.train(text, 300, special_tokens=(EOT,))
+    n = data._encode_to_file(tok, text, tmp_path / "t.bin", "uint16", progress=False)
+    ids = np.fromfile(tmp_path / "t.bin", dtype=np.uint16).tolist()
+    assert n == len(ids) and ids == tok.encode(text, allowed_special={EOT})
 
 
 def test_dtype_choice_and_uint32_path(tmp_path: Path) -> None:

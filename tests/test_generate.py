@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from minigpt.config import ModelConfig
 from minigpt.generate import (
     apply_temperature,
     fill_masks,
@@ -22,7 +23,7 @@ from minigpt.generate import (
     top_k_filter,
     top_p_filter,
 )
-from minigpt.models import DecoderLM, EncoderLM, ModelConfig, Seq2SeqLM
+from minigpt.models import DecoderLM, EncoderLM, Seq2SeqLM
 
 CAKE, DONUT, BANANA, APPLE = 0, 1, 2, 3
 COURSE_PROBS = torch.tensor([0.20, 0.10, 0.02, 0.01] + [0.005] * 134)
@@ -39,8 +40,15 @@ def _kept(logits: torch.Tensor) -> set[int]:
 # ----------------------------------------------------------------------- filters
 
 
-def test_course_distribution_sums_to_one():
-    assert math.isclose(COURSE_PROBS.sum().item(), 1.0, rel_tol=1e-5)
+def test_random_weighted_sampling_draws_each_word_at_its_probability():
+    """Temperature 1, no filter: "banana" at 0.02 is drawn about 2% of the time."""
+    n = 20_000
+    gen = torch.Generator().manual_seed(0)
+    draws = sample_next(_course_logits().expand(n, -1), 1.0, generator=gen)
+    freq = torch.bincount(draws, minlength=len(COURSE_PROBS)).double() / n
+    for word in (CAKE, DONUT, BANANA, APPLE):
+        p = COURSE_PROBS[word].item()
+        assert abs(freq[word].item() - p) < 5 * math.sqrt(p * (1 - p) / n)  # 5 sigma
 
 
 def test_top_k_keeps_exactly_k():

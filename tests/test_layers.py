@@ -1,4 +1,4 @@
-"""EncoderLayer / DecoderLayer proven equal to nn.TransformerEncoderLayer / DecoderLayer.
+"""EncoderLayer, GPTBlock, DecoderLayer proven equal to nn.TransformerEncoderLayer / DecoderLayer.
 
 Weights are copied from a randomly initialised PyTorch layer (LayerNorm gains and shifts
 included, so a swapped norm would show), both run in fp32, and outputs and gradients must agree
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_float_close
 from torch import nn
 
-import minigpt.dropout
-from minigpt.attention import causal_mask
-from minigpt.layers import DecoderLayer, EncoderLayer, LayerCache, load_pytorch_weights
+from minigpt import speedups
+from minigpt.attention import KVCache, causal_mask
+from minigpt.layers import DecoderLayer, EncoderLayer, GPTBlock, LayerCache, load_pytorch_weights
 
 D, H, FF, B, T, S = 32, 4, 64, 3, 7, 5
-ATOL = 1e-5
 GRID = pytest.mark.parametrize(
     "norm_first,activation", [(nf, a) for nf in (False, True) for a in ("relu", "gelu")]
 )
@@ -41,9 +41,9 @@ def make_pair(kind: str, norm_first: bool, activation: str, **ours_kw):
     elif kind == "decoder":
         ref = nn.TransformerDecoderLayer(D, H, FF, batch_first=True, **kw)
         ours = DecoderLayer(D, H, FF, **kw)
-    else:  # a GPT block: our decoder layer without cross-attention vs a causal encoder layer
+    else:  # a GPT block vs PyTorch's encoder layer run with a causal mask
         ref = nn.TransformerEncoderLayer(D, H, FF, batch_first=True, **kw)
-        ours = DecoderLayer(D, H, FF, cross_attention=False, **kw)
+        ours = GPTBlock(D, H, FF, **kw)
     randomize(ref)
     load_pytorch_weights(ours, ref)
     return ours.eval(), ref.eval()
@@ -62,12 +62,11 @@ def assert_grads_match(ours: nn.Module, ref: nn.Module, inputs: list[torch.Tenso
     qv_ref = torch.cat(
         [ref.self_attn.in_proj_weight.grad[:D], ref.self_attn.in_proj_weight.grad[2 * D :]]
     )
-    torch.testing.assert_close(qv_ours, qv_ref, atol=ATOL, rtol=0)
-    torch.testing.assert_close(ours.ffn.fc1.weight.grad, ref.linear1.weight.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(ours.norm1.weight.grad, ref.norm1.weight.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(
-        ours.self_attn.out_proj.bias.grad, ref.self_attn.out_proj.bias.grad, atol=ATOL, rtol=0
-    )
+    assert_float_close(qv_ours, qv_ref)
+    assert_float_close(ours.ffn.fc1.weight.grad, ref.linear1.weight.grad)
+    assert_float_close(ours.norm1.weight.grad, ref.norm1.weight.grad)
+    assert_float_close(
+        ours.self_attn.out_proj.bias.grad, ref.self_attn.out_proj.bias.grad)
 
 
 @GRID
@@ -87,12 +86,12 @@ def test_encoder_layer_matches_pytorch(norm_first: bool, activation: str, maskin
         ref_kw["src_mask"] = ~causal_mask(T)
     out = ours(x_ours, mask=mask, is_causal=causal)
     expected = ref(x_ref, **ref_kw)
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
 
     weight = torch.randn_like(out)
     (out * weight).sum().backward()
     (expected * weight).sum().backward()
-    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=ATOL, rtol=0)
+    assert_float_close(x_ours.grad, x_ref.grad)
     assert_grads_match(ours, ref, [x_ours])
 
 
@@ -111,74 +110,75 @@ def test_decoder_layer_matches_pytorch(norm_first: bool, activation: str, padded
         ref_kw.update(tgt_key_padding_mask=~tgt_keep, memory_key_padding_mask=~mem_keep)
     out = ours(x_ours, m_ours, **ours_kw)
     expected = ref(x_ref, m_ref, **ref_kw)
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
 
     weight = torch.randn_like(out)
     (out * weight).sum().backward()
     (expected * weight).sum().backward()
-    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(m_ours.grad, m_ref.grad, atol=ATOL, rtol=0)
+    assert_float_close(x_ours.grad, x_ref.grad)
+    assert_float_close(m_ours.grad, m_ref.grad)
     assert_grads_match(ours, ref, [x_ours, m_ours])
     k_cross = ours.cross_attn.k_proj.weight.grad
-    torch.testing.assert_close(
-        k_cross, ref.multihead_attn.in_proj_weight.grad[D : 2 * D], atol=ATOL, rtol=0
-    )
-    torch.testing.assert_close(ours.norm3.weight.grad, ref.norm3.weight.grad, atol=ATOL, rtol=0)
+    assert_float_close(
+        k_cross, ref.multihead_attn.in_proj_weight.grad[D : 2 * D])
+    assert_float_close(ours.norm3.weight.grad, ref.norm3.weight.grad)
 
 
 @GRID
 def test_gpt_block_matches_causal_pytorch_encoder_layer(norm_first: bool, activation: str) -> None:
     ours, ref = make_pair("gpt", norm_first, activation)
-    assert ours.cross_attn is None and ours.norm2 is None
+    names = [name for name, _ in ours.named_children()]
+    assert [n for n in names if n.startswith("norm")] == ["norm1", "norm2"]  # no gaps
     x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(3))
-    expected = ref(x, src_mask=~causal_mask(T), is_causal=True)
-    torch.testing.assert_close(ours(x), expected, atol=ATOL, rtol=0)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = ours(x_ours)
+    expected = ref(x_ref, src_mask=~causal_mask(T), is_causal=True)
+    assert_float_close(out, expected)
+    weight = torch.randn_like(out)
+    (out * weight).sum().backward()
+    (expected * weight).sum().backward()
+    assert_float_close(x_ours.grad, x_ref.grad)
+    assert_grads_match(ours, ref, [x_ours])
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_dropout_sits_where_pytorch_puts_it(
-    norm_first: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dropout_sits_where_pytorch_puts_it(norm_first: bool) -> None:
     """Training mode, same RNG stream: PyTorch draws its dropout masks in the same order.
 
     One sequence (B=1), because PyTorch's attention output is laid out (T, B, D) in memory and a
     dropout mask is drawn in memory order; with B=1 both layouts coincide. Our fast CPU masks
-    draw a different stream, so they are switched off here (tests/test_dropout.py covers them).
+    draw a different stream, so they are switched off here (tests/test_speedups.py covers them).
     """
-    monkeypatch.setattr(minigpt.dropout, "FAST_CPU_MASKS", False)
     ours, ref = make_pair("encoder", norm_first, "gelu")
     ours.train(), ref.train()
     x = torch.randn(1, T, D, generator=torch.Generator().manual_seed(4))
     torch.manual_seed(5)
-    out = ours(x)
+    with speedups.reference_mode():
+        out = ours(x)
     torch.manual_seed(5)
     expected = ref(x)
     assert not torch.allclose(out, ours.eval()(x))  # dropout really acted
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
 
 
-@pytest.mark.parametrize("cross", [False, True])
-def test_decoder_layer_cache_matches_full_forward(cross: bool) -> None:
+@pytest.mark.parametrize("kind", ["gpt", "decoder"])
+def test_cache_matches_full_forward(kind: str) -> None:
     torch.manual_seed(6)
-    layer = DecoderLayer(D, H, FF, dropout=0.0, norm_first=True, cross_attention=cross).eval()
+    if kind == "gpt":
+        layer, memory, empty = GPTBlock(D, H, FF, dropout=0.0, norm_first=True).eval(), (), KVCache
+    else:
+        layer = DecoderLayer(D, H, FF, dropout=0.0, norm_first=True).eval()
+        memory, empty = (torch.randn(B, S, D),), LayerCache
     x = torch.randn(B, T, D)
-    memory = torch.randn(B, S, D) if cross else None
-    full = layer(x, memory)
+    full = layer(x, *memory)
     cache = layer.new_cache()
-    assert isinstance(cache, LayerCache) and cache.length == 0
-    steps = [layer(x[:, :3], memory, cache=cache)]  # a prompt, then one token at a time
-    steps += [layer(x[:, t : t + 1], memory, cache=cache) for t in range(3, T)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
+    assert isinstance(cache, empty) and cache.length == 0
+    steps = [layer(x[:, :3], *memory, cache=cache)]  # a prompt, then one token at a time
+    steps += [layer(x[:, t : t + 1], *memory, cache=cache) for t in range(3, T)]
+    assert_float_close(torch.cat(steps, dim=1), full)
     assert cache.length == T
     cache.reset()
     assert cache.length == 0
-
-
-def test_decoder_layer_memory_errors() -> None:
-    with pytest.raises(ValueError, match="pass memory"):
-        DecoderLayer(D, H, FF)(torch.randn(1, 2, D))
-    with pytest.raises(ValueError, match="cross_attention=True"):
-        DecoderLayer(D, H, FF, cross_attention=False)(torch.randn(1, 2, D), torch.randn(1, 2, D))
 
 
 def test_layer_options_reach_the_norms() -> None:

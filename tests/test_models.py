@@ -12,22 +12,24 @@ import math
 
 import pytest
 import torch
+from conftest import assert_float_close
 from torch import nn
 
 from minigpt.attention import causal_mask
+from minigpt.config import PRESETS, ModelConfig
 from minigpt.layers import load_pytorch_weights
 from minigpt.models import (
-    PRESETS,
+    MODEL_CLASSES,
     Decoder,
     DecoderLM,
     Encoder,
     EncoderDecoder,
     EncoderLM,
-    ModelConfig,
     Seq2SeqLM,
+    build_model,
+    upgrade_state_dict,
 )
 
-ATOL = 1e-5
 V, D, H, FF, L = 61, 32, 4, 64, 2
 PAD, START = 0, 1
 
@@ -101,18 +103,17 @@ def test_encoder_stack_matches_pytorch(norm_first: bool, activation: str) -> Non
     keep = keep_lengths([6, 4, 1], 6)
     out = ours.run_layers(x_ours, keep[:, None, None, :])
     expected = ref(x_ref, src_key_padding_mask=~keep)
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
     backward_both(out, expected)
-    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(
-        ours.layers[0].ffn.fc2.weight.grad, ref.layers[0].linear2.weight.grad, atol=ATOL, rtol=0
-    )
+    assert_float_close(x_ours.grad, x_ref.grad)
+    assert_float_close(
+        ours.layers[0].ffn.fc2.weight.grad, ref.layers[0].linear2.weight.grad)
 
 
 @STACKS
 def test_decoder_stack_matches_pytorch(norm_first: bool, activation: str) -> None:
     cfg = config(norm_first=norm_first, activation=activation)
-    ours = Decoder(cfg, cross_attention=True).eval()
+    ours = Decoder(cfg).eval()
     layer = nn.TransformerDecoderLayer(**pytorch_layer_kwargs(cfg))
     ref = nn.TransformerDecoder(layer, L, norm=final_norm(cfg))
     randomize(ref)
@@ -128,13 +129,13 @@ def test_decoder_stack_matches_pytorch(norm_first: bool, activation: str) -> Non
         memory_key_padding_mask=~mem_keep,
         tgt_is_causal=True,
     )
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
     backward_both(out, expected)
-    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(m_ours.grad, m_ref.grad, atol=ATOL, rtol=0)
+    assert_float_close(x_ours.grad, x_ref.grad)
+    assert_float_close(m_ours.grad, m_ref.grad)
     w_ours = ours.layers[-1].cross_attn.v_proj.weight.grad
     w_ref = ref.layers[-1].multihead_attn.in_proj_weight.grad[2 * D :]
-    torch.testing.assert_close(w_ours, w_ref, atol=ATOL, rtol=0)
+    assert_float_close(w_ours, w_ref)
 
 
 @STACKS
@@ -159,10 +160,10 @@ def test_encoder_decoder_matches_nn_transformer(norm_first: bool, activation: st
         src_ref, tgt_ref, tgt_mask=~causal_mask(4), src_key_padding_mask=~keep,
         memory_key_padding_mask=~keep,
     )  # fmt: skip
-    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    assert_float_close(out, expected)
     backward_both(out, expected)
-    torch.testing.assert_close(src_ours.grad, src_ref.grad, atol=ATOL, rtol=0)
-    torch.testing.assert_close(tgt_ours.grad, tgt_ref.grad, atol=ATOL, rtol=0)
+    assert_float_close(src_ours.grad, src_ref.grad)
+    assert_float_close(tgt_ours.grad, tgt_ref.grad)
 
 
 def test_encoder_decoder_ids_forward_shares_one_embedding() -> None:
@@ -248,7 +249,7 @@ def test_decoder_lm_cache_gives_full_forward_logits(kw: dict) -> None:
     cache = model.new_cache()
     parts = [model(idx[:, :5], cache=cache)[0]]
     parts += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 12)]
-    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=ATOL, rtol=0)
+    assert_float_close(torch.cat(parts, dim=1), full)
 
 
 def test_decoder_lm_is_causal_and_loss_ignores_minus_100() -> None:
@@ -259,7 +260,7 @@ def test_decoder_lm_is_causal_and_loss_ignores_minus_100() -> None:
     assert logits.shape == (2, 10, V) and loss is None
     changed = idx.clone()
     changed[:, 6] = (changed[:, 6] + 1) % V
-    torch.testing.assert_close(model(changed)[0][:, :6], logits[:, :6], atol=ATOL, rtol=0)
+    assert_float_close(model(changed)[0][:, :6], logits[:, :6])
 
     targets = torch.randint(0, V, (2, 10))
     targets[0, :4] = -100
@@ -273,8 +274,8 @@ def test_decoder_lm_is_causal_and_loss_ignores_minus_100() -> None:
 
 def test_weight_tying_and_parameter_counts() -> None:
     tied, untied = DecoderLM(config()), DecoderLM(config(tie_weights=False))
-    assert tied.lm_head.weight is tied.decoder.embedding.token.weight
-    assert untied.lm_head.weight is not untied.decoder.embedding.token.weight
+    assert tied.lm_head.weight is tied.embedding.token.weight
+    assert untied.lm_head.weight is not untied.embedding.token.weight
     assert untied.num_parameters() - tied.num_parameters() == V * D
     # Non-embedding N (Kaplan et al.) is the same whether or not the head is tied.
     assert tied.num_parameters(exclude_embeddings=True) == untied.num_parameters(True)
@@ -287,13 +288,13 @@ def test_weight_tying_and_parameter_counts() -> None:
     # Tied gradients flow into the one shared matrix from both of its uses.
     _, loss = tied(torch.randint(0, V, (2, 5)), torch.randint(0, V, (2, 5)))
     loss.backward()
-    assert tied.decoder.embedding.token.weight.grad is not None
+    assert tied.embedding.token.weight.grad is not None
 
 
 def test_initialisation_follows_gpt2() -> None:
     cfg = config(d_model=128, n_heads=4, d_ff=512, n_layers=8)
     model = DecoderLM(cfg)
-    layer = model.decoder.layers[3]
+    layer = model.blocks[3]
     assert abs(layer.self_attn.q_proj.weight.std().item() - 0.02) < 0.002
     residual = 0.02 / math.sqrt(2 * 8)
     assert abs(layer.ffn.fc2.weight.std().item() - residual) < 0.1 * residual
@@ -334,7 +335,7 @@ def test_encoder_lm_masks_padding() -> None:
     assert not torch.allclose(model(changed)[0][0, 0], logits[0, 0])
     # Padding keys are masked: row 1's real tokens come out as if the pads were not there.
     alone = model(inputs[1:, :5])[0][0]
-    torch.testing.assert_close(logits[1, :5], alone, atol=ATOL, rtol=0)
+    assert_float_close(logits[1, :5], alone)
     # The same weights without pad_id let the pads leak in.
     no_pad_model = EncoderLM(config()).eval()
     no_pad_model.load_state_dict(model.state_dict())
@@ -369,7 +370,7 @@ def test_seq2seq_shift_right_and_loss() -> None:
     # Teacher forcing is causal: logits at t do not depend on targets at t or later.
     changed = targets.clone()
     changed[:, 2] = 13
-    torch.testing.assert_close(model(inputs, changed)[0][:, :3], logits[:, :3], atol=ATOL, rtol=0)
+    assert_float_close(model(inputs, changed)[0][:, :3], logits[:, :3])
 
 
 @pytest.mark.parametrize("positional", ["sinusoidal", "rope"])
@@ -381,14 +382,14 @@ def test_seq2seq_masks_encoder_padding_and_caches_decoding(positional: str) -> N
     targets = torch.randint(2, V, (2, 6))
     logits, _ = model(inputs, targets)
     alone, _ = model(inputs[:1, :4], targets[:1])  # row 0 without its padding
-    torch.testing.assert_close(logits[:1], alone, atol=ATOL, rtol=0)
+    assert_float_close(logits[:1], alone)
 
     memory, mask = model.encode(inputs)
     assert memory.shape == (2, 7, D) and mask.shape == (2, 1, 1, 7)
     decoder_inputs = model.shift_right(targets)
     cache = model.new_cache()
     steps = [model.decode(decoder_inputs[:, t : t + 1], memory, mask, cache) for t in range(6)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), logits, atol=ATOL, rtol=0)
+    assert_float_close(torch.cat(steps, dim=1), logits)
 
 
 def test_seq2seq_flops_count_cross_attention() -> None:
@@ -396,3 +397,77 @@ def test_seq2seq_flops_count_cross_attention() -> None:
     assert len(model.model.encoder.layers) == 3 and len(model.model.decoder.layers) == 1
     n = model.num_parameters(exclude_embeddings=True) + V * D
     assert model.flops_per_token() == 6 * n + 6 * (3 + 2 * 1) * 24 * D
+
+
+def test_decoder_lm_matches_a_gpt_built_from_pytorch_layers() -> None:
+    """embed -> causal nn.TransformerEncoderLayers -> final norm -> tied head, in PyTorch's
+    parts, with our weights copied in: the same logits and loss, and the same gradients."""
+    cfg = config(dropout=0.0)
+    ours = DecoderLM(cfg).eval()
+    layer = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation="gelu",
+                                       norm_first=True, batch_first=True)  # fmt: skip
+    ref_layers = nn.TransformerEncoder(layer, L, enable_nested_tensor=False).eval()
+    with torch.no_grad():
+        for ref_layer, block in zip(ref_layers.layers, ours.blocks, strict=True):
+            ref_layer.self_attn.in_proj_weight.copy_(torch.cat(
+                [block.self_attn.q_proj.weight, block.self_attn.k_proj.weight,
+                 block.self_attn.v_proj.weight]))  # fmt: skip
+            ref_layer.self_attn.in_proj_bias.copy_(torch.cat(
+                [block.self_attn.q_proj.bias, block.self_attn.k_proj.bias,
+                 block.self_attn.v_proj.bias]))  # fmt: skip
+            ref_layer.self_attn.out_proj.load_state_dict(block.self_attn.out_proj.state_dict())
+            ref_layer.linear1.load_state_dict(block.ffn.fc1.state_dict())
+            ref_layer.linear2.load_state_dict(block.ffn.fc2.state_dict())
+            ref_layer.norm1.load_state_dict(block.norm1.state_dict())
+            ref_layer.norm2.load_state_dict(block.norm2.state_dict())
+    idx = torch.randint(0, V, (3, 10), generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, V, (3, 10), generator=torch.Generator().manual_seed(1))
+    logits, loss = ours(idx, targets)
+    table = ours.embedding.token.weight
+    x = ours.embedding(idx)  # token vectors (scaled) + sinusoidal positions
+    h = ref_layers(x, mask=~causal_mask(10), is_causal=True)
+    ref_logits = nn.functional.layer_norm(h, (D,), ours.norm.weight, ours.norm.bias) @ table.T
+    ref_loss = nn.functional.cross_entropy(ref_logits.reshape(-1, V), targets.reshape(-1))
+    assert_float_close(logits, ref_logits)
+    assert_float_close(loss, ref_loss)
+    (grad_ours,) = torch.autograd.grad(loss, table)
+    (grad_ref,) = torch.autograd.grad(ref_loss, table)
+    assert_float_close(grad_ours, grad_ref)
+
+
+def test_decoder_lm_owns_its_parts_at_the_top() -> None:
+    """The pipeline cuts a GPT by its blocks: embedding, blocks, norm and head are top-level."""
+    model = DecoderLM(config(n_layers=3))
+    children = [name for name, _ in model.named_children()]
+    assert children == ["embedding", "blocks", "norm", "lm_head"]
+    assert len(model.blocks) == 3 and model.lm_head.weight is model.embedding.token.weight
+
+
+def test_registry_builds_every_family_and_rejects_unknown_names() -> None:
+    cfg = config(pad_id=PAD, start_id=START)
+    for name, cls in MODEL_CLASSES.items():
+        model = build_model(name, cfg.to_dict())
+        assert type(model) is cls and model.config == cfg
+    with pytest.raises(ValueError, match="unknown model class 'GPT5'.*DecoderLM"):
+        build_model("GPT5", cfg)
+
+
+def test_old_decoder_lm_parameter_names_are_upgraded() -> None:
+    """Checkpoints from before the restructuring named the parts decoder.layers.i.norm3 etc."""
+    model = DecoderLM(config(n_layers=2))
+    new = model.state_dict()
+    old = {}
+    for key, value in new.items():
+        if key.startswith("blocks."):
+            old["decoder.layers." + key[len("blocks."):].replace(".norm2.", ".norm3.")] = value
+        elif key != "lm_head.weight":
+            old["decoder." + key] = value
+        else:
+            old[key] = value
+    upgraded = upgrade_state_dict("DecoderLM", old)
+    assert upgraded.keys() == new.keys()
+    assert all(upgraded[k] is new[k] for k in new)
+    assert upgrade_state_dict("DecoderLM", new) == dict(new)  # new names pass through
+    assert upgrade_state_dict("Seq2SeqLM", {"model.decoder.norm.weight": 1}) == {
+        "model.decoder.norm.weight": 1
+    }

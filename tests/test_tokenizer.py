@@ -1,18 +1,19 @@
-"""Tests for minigpt/tokenizer.py: BPE training against a naive reference, the tiktoken wrapper
-against hand-applied merges, special tokens, save/load, CharTokenizer, and GPT-2 parity."""
+"""Tests for minigpt/tokenizer/: the fast trainer against the reference BPE, the tiktoken wrapper
+against hand-applied merges, special tokens, streaming, save/load, CharTokenizer, GPT-2 parity."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import pydoc_data.topics
+import random
 import shutil
 import socket
-from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import regex
 import tiktoken
 import tiktoken.registry
 from hypothesis import given, settings
@@ -21,12 +22,17 @@ from hypothesis import strategies as st
 from minigpt.tokenizer import (
     DEFAULT_SPECIAL_TOKENS,
     EOT,
-    GPT2_SPLIT_PATTERN,
     MASK,
     PAD,
+    TOKENIZER_KINDS,
     BPETokenizer,
     CharTokenizer,
+    Tokenizer,
+    bpe_merge,
     load_tokenizer,
+    naive_decode,
+    naive_encode,
+    naive_train_bpe,
     sentinel,
     tokenizer_from_dict,
     train_bpe,
@@ -36,62 +42,6 @@ from minigpt.tokenizer import (
 TOPICS = pydoc_data.topics.topics
 SMALL_TEXT = "\n\n".join(TOPICS[k] for k in sorted(TOPICS)[:6])[:6000]
 HELD_OUT = "\n\n".join(TOPICS[k] for k in sorted(TOPICS)[40:44])[:4000]
-
-
-def naive_train_bpe(text: str, vocab_size: int, special_tokens=()) -> dict[bytes, int]:
-    """The textbook algorithm: recount every pair of every word before each merge."""
-    chunks = [text]
-    if special_tokens:
-        alternatives = sorted(special_tokens, key=len, reverse=True)
-        chunks = regex.split("|".join(regex.escape(s) for s in alternatives), text)
-    words = Counter()
-    for chunk in chunks:
-        for piece in regex.findall(GPT2_SPLIT_PATTERN, chunk):
-            words[tuple(bytes([b]) for b in piece.encode("utf-8"))] += 1
-    ranks = {bytes([i]): i for i in range(256)}
-    while len(ranks) < vocab_size - len(special_tokens):
-        pairs = Counter()
-        for word, n in words.items():
-            for i in range(len(word) - 1):
-                pairs[word[i], word[i + 1]] += n
-        if not pairs:
-            break
-        best = max(pairs, key=lambda p: (pairs[p], p))  # most frequent, then greatest bytes
-        merged = best[0] + best[1]
-        if merged not in ranks:
-            ranks[merged] = len(ranks)
-        new_words = Counter()
-        for word, n in words.items():
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            new_words[tuple(out)] += n
-        words = new_words
-    return ranks
-
-
-def hand_encode(text: str, ranks: dict[bytes, int]) -> list[int]:
-    """Apply ranks by hand: per pre-token, merge the lowest-ranked adjacent pair until none."""
-    ids = []
-    for piece in regex.findall(GPT2_SPLIT_PATTERN, text):
-        parts = [bytes([b]) for b in piece.encode("utf-8")]
-        while True:
-            candidates = [
-                (ranks[parts[i] + parts[i + 1]], i)
-                for i in range(len(parts) - 1)
-                if parts[i] + parts[i + 1] in ranks
-            ]
-            if not candidates:
-                break
-            _, i = min(candidates)
-            parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        ids += [ranks[p] for p in parts]
-    return ids
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +86,9 @@ def test_ranks_layout_and_vocab_size_counts_special_tokens(small_tok):
 
 
 def test_wrapper_ids_equal_hand_applied_merges(small_tok):
-    assert small_tok.encode(HELD_OUT) == hand_encode(HELD_OUT, small_tok.ranks)
+    assert small_tok.encode(HELD_OUT) == naive_encode(HELD_OUT, small_tok.ranks)
     texts = [HELD_OUT[:500], "the  the\n\n   x", ""]
-    assert small_tok.encode_batch(texts) == [hand_encode(t, small_tok.ranks) for t in texts]
+    assert small_tok.encode_batch(texts) == [naive_encode(t, small_tok.ranks) for t in texts]
 
 
 @settings(max_examples=60, deadline=None)
@@ -231,6 +181,143 @@ def test_char_tokenizer(tmp_path):
     assert tokenizer_from_dict(json.loads(json.dumps(tok.to_dict()))).encode("old") == tok.encode(
         "old"
     )
+
+
+# --- reference BPE and the shared interface -----------------------------------------------------
+
+
+def test_reference_encode_decode_with_special_tokens(small_tok):
+    text = f"{HELD_OUT[:300]}{EOT}  tail\n\n{PAD}é😀"
+    ids = naive_encode(text, small_tok.ranks, small_tok.special_tokens)
+    assert ids == small_tok.encode(text, allowed_special="all")
+    assert naive_decode(ids, small_tok.ranks, small_tok.special_tokens) == text
+    # single bytes of "é" are not valid UTF-8 alone: bytes are joined first, then decoded
+    assert naive_decode([0xC3, 0xA9], small_tok.ranks) == "é"
+    assert naive_decode([0xC3], small_tok.ranks) == "\ufffd"  # a cut character, as tiktoken does
+    assert small_tok.decode([0xC3]) == "\ufffd"
+
+
+def test_bpe_merge_max_rank_recovers_the_two_halves(small_tok):
+    ranks = small_tok.ranks
+    by_rank = sorted(ranks, key=ranks.__getitem__)
+    for rank in range(256, 300):
+        left, right = bpe_merge(by_rank[rank], ranks, max_rank=rank)
+        assert left + right == by_rank[rank] and ranks[left] < rank and ranks[right] < rank
+    assert bpe_merge(b"", ranks) == [] and bpe_merge(b"x", ranks) == [b"x"]
+
+
+def test_both_tokenizers_satisfy_one_protocol(small_tok):
+    char_tok = CharTokenizer.train(SMALL_TEXT + "<|>", special_tokens=(EOT,))
+    for tok in (small_tok, char_tok):
+        assert isinstance(tok, Tokenizer)
+    for method in ("encode", "encode_batch", "encode_iterable", "decode", "to_dict", "save"):
+        theirs = inspect.signature(getattr(Tokenizer, method))
+        assert inspect.signature(getattr(BPETokenizer, method)) == theirs, method
+        assert inspect.signature(getattr(CharTokenizer, method)) == theirs, method
+    assert TOKENIZER_KINDS == ("bpe", "char", "gpt2")
+    # disallowed_special=() means "spell it as text" for both
+    assert char_tok.decode(char_tok.encode("a" + EOT, disallowed_special=())) == "a" + EOT
+
+
+# --- streaming: encode_iterable -----------------------------------------------------------------
+
+# Pieces that stress pre-tokenisation at a cut: whitespace runs of every kind (U+001C is *not*
+# whitespace to the regex, U+0085 and U+3000 are), contractions, digits, punctuation, multi-byte
+# characters, and special tokens together with fragments of their spelling.
+STREAM_PIECES = [
+    "the", "a", "b", "x.", "42", "'s", "'ll", "'", ",", "é", "😀",
+    " ", "  ", "   ", "\n", "\n\n", "\n\n\n", " \n", "\t", "\r\n", "\x1c", "\x85", "\u3000",
+    EOT, PAD, "<|", "|>", "<|endof", "text|>",
+]  # fmt: skip
+stream_texts = st.lists(st.sampled_from(STREAM_PIECES), max_size=60).map("".join)
+
+
+def split_at(text: str, cuts: list[int]) -> list[str]:
+    """Cut text into input strings at the given positions (empty strings included)."""
+    bounds = [0, *sorted(c % (len(text) + 1) for c in cuts), len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+@pytest.fixture(scope="module")
+def stream_tok() -> BPETokenizer:
+    """Trained on the stress pieces themselves, so merges exist that a wrong cut would break
+    ("'ll", ".\x1c", "\n\n\n", " 42"...): with no merge across a cut, any cut looks right."""
+    rng = random.Random(0)
+    text = "".join(rng.choice(STREAM_PIECES) for _ in range(20_000))
+    return BPETokenizer.train(text, 700, special_tokens=(EOT, PAD))
+
+
+@pytest.fixture(scope="module")
+def char_tok() -> CharTokenizer:
+    alphabet = "".join(p for p in STREAM_PIECES if p not in (EOT, PAD))
+    return CharTokenizer.train(alphabet + SMALL_TEXT, special_tokens=(EOT, PAD))
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream_texts, st.lists(st.integers(0, 10_000), max_size=12), st.integers(1, 12))
+def test_encode_iterable_equals_encode_of_the_whole(stream_tok, char_tok, text, cuts, piece_chars):
+    lines = split_at(text, cuts)
+    for tok in (stream_tok, char_tok):
+        for rules in ({"allowed_special": "all"}, {"disallowed_special": ()}):
+            streamed = tok.encode_iterable(iter(lines), piece_chars=piece_chars, **rules)
+            assert list(streamed) == tok.encode(text, **rules), (type(tok).__name__, rules)
+
+
+def test_special_token_split_across_inputs_is_kept_whole(stream_tok, char_tok):
+    lines = ["one  two\n\n<|endof", "text|>\n  three <", "|pad|", ">"]
+    text = "".join(lines)
+    for tok in (stream_tok, char_tok):
+        ids = list(tok.encode_iterable(lines, allowed_special="all", piece_chars=1))
+        assert ids == tok.encode(text, allowed_special="all")
+        assert tok.special_tokens[EOT] in ids and tok.special_tokens[PAD] in ids
+        with pytest.raises(ValueError, match="special token '<\\|endoftext\\|>'"):
+            list(tok.encode_iterable(lines, piece_chars=1))  # refused even when split
+
+
+def test_encode_iterable_argument_errors(small_tok):
+    other = BPETokenizer(small_tok.ranks, pattern=r"\S+|\s+")
+    with pytest.raises(ValueError, match="GPT2_SPLIT_PATTERN"):
+        other.encode_iterable(["x"])  # raised at the call, before anything is read
+    with pytest.raises(ValueError, match="unknown special"):
+        small_tok.encode_iterable(["x"], allowed_special={"<nope>"})
+    with pytest.raises(TypeError, match="text mode"):
+        list(small_tok.encode_iterable([b"bytes"]))
+    assert list(small_tok.encode_iterable([])) == [] == list(small_tok.encode_iterable(["", ""]))
+
+
+def test_encode_iterable_streams_a_long_generator_in_bounded_memory(small_tok, tmp_path):
+    """10^5 lines (~4.4 MB) from a generator: the input runs ahead of the output by a bounded
+    amount only (16 pieces of ~64K characters for BPE, one for char), never the whole text."""
+    n_lines = 100_000
+
+    def lines(read: list[int]) -> Iterator[str]:
+        for i in range(n_lines):
+            line = f"line {i}:  the\tteacher's {i * i} books\n" + ("\n" * (i % 3))
+            if i % 1000 == 999:  # a special token split across two lines (the last one never ends)
+                line += "<|endof"
+            elif i % 1000 == 0 and i:
+                line = "text|>" + line
+            read[0] += len(line)
+            yield line
+
+    whole = "".join(lines([0]))
+    char_tok = CharTokenizer.train(whole, special_tokens=(EOT,))
+    for tok, limit in ((small_tok, 17 * 66_000), (char_tok, 66_000)):
+        n_bytes = {i: len(tok.decode([i]).encode()) for i in range(tok.vocab_size)}
+        read, written, ahead, ids = [0], 0, 0, []
+        for i in tok.encode_iterable(lines(read), allowed_special="all"):
+            written += n_bytes[i]  # ASCII text: one byte per character
+            ahead = max(ahead, read[0] - written)
+            ids.append(i)
+        assert written == read[0] == len(whole) > 4_000_000
+        assert ahead < limit, (type(tok).__name__, ahead)
+        assert ids == tok.encode(whole, allowed_special="all")
+        assert ids.count(tok.special_tokens[EOT]) == n_lines // 1000 - 1
+    # and a real text file, read line by line
+    path = tmp_path / "corpus.txt"
+    path.write_text(HELD_OUT * 40, encoding="utf-8")
+    with open(path, encoding="utf-8", newline="") as f:
+        assert list(small_tok.encode_iterable(f)) == small_tok.encode(HELD_OUT * 40)
 
 
 # --- GPT-2 parity -------------------------------------------------------------------------------

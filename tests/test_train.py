@@ -1,21 +1,25 @@
-"""The trainer: config validation, schedule, optimizer groups, precision choice, exact resume,
-divergence handling and all three objectives through one loop (tiny models, a few steps)."""
+"""Training: config validation, schedule, optimizer groups, precision choice, the pure training
+step, exact resume, divergence handling, the metrics file, the main-process rule and all three
+objectives through one loop (tiny models, a few steps)."""
 
 from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
 
-from minigpt.checkpoint import load_checkpoint, load_model_for_inference
 from minigpt.data import prepare
-from minigpt.optim import WeightAverage, build_optimizer, lr_at
-from minigpt.precision import cpu_has_native_bf16, resolve_precision
-from minigpt.train import evaluate_checkpoint, run_training
-from minigpt.train_config import OBJECTIVES, TrainConfig, build_model_for
-from minigpt.trainer import Trainer, TrainingDivergedError
+from minigpt.training.checkpoint import load_checkpoint, load_model_for_inference
+from minigpt.training.loop import Trainer, TrainingDivergedError
+from minigpt.training.metrics import MetricsLog
+from minigpt.training.optim import WeightAverage, build_optimizer, lr_at
+from minigpt.training.precision import cpu_has_native_bf16, resolve_precision, time_fp32_and_bf16
+from minigpt.training.run import evaluate_checkpoint, run_training
+from minigpt.training.settings import OBJECTIVES, TrainConfig, build_model_for
+from minigpt.training.step import train_step
 
 TINY = dict(
     d_model=32,
@@ -150,9 +154,180 @@ def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
         torch.manual_seed(0)
         trainer = Trainer(build_model_for(cfg, data.tokenizer), cfg, data, data.tokenizer)
         trainer._resolve_precision()
-        trainer._train_step(progress=None)
+        trainer._train_one_step(progress=None)
         params.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
-    torch.testing.assert_close(params[0], params[1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(params[0], params[1])  # float32 tolerances: only rounding differs
+
+
+# ----------------------------------------------------------------------------- the pure step
+
+EPS = torch.finfo(torch.float32).eps
+
+
+class TinyLM(torch.nn.Module):
+    """The smallest model with the trainer's contract: forward(inputs, targets) -> logits, loss."""
+
+    def __init__(self, vocab: int = 11, width: int = 8) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.head = torch.nn.Linear(width, vocab)
+
+    def forward(self, inputs, targets):
+        logits = self.head(torch.tanh(self.embed(inputs)))  # (B, T, vocab)
+        return logits, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that keeps a copy of the gradients it was given (what the step would apply)."""
+
+    def __init__(self, params, events=None):
+        super().__init__(params, lr=0.1)
+        self.events = events
+
+    def step(self, closure=None):
+        self.grads = [p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
+        if self.events is not None:
+            self.events.append("step")
+        return super().step(closure)
+
+
+def _batch(n: int, seed: int = 0, vocab: int = 11, t: int = 5):
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randint(0, vocab, (n, t), generator=gen) for _ in range(2))
+
+
+def test_train_step_equals_a_hand_written_step():
+    torch.manual_seed(0)
+    model, ref = TinyLM(), TinyLM()
+    ref.load_state_dict(model.state_dict())
+    opt, ref_opt = (torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, ref))
+    inputs, targets = _batch(4)
+    for _ in range(3):
+        loss = train_step(model, [(inputs, targets)], opt)
+        _, ref_loss = ref(inputs, targets)
+        ref_loss.backward()
+        ref_opt.step()
+        ref_opt.zero_grad(set_to_none=True)
+        assert torch.equal(loss, ref_loss.detach()) and not loss.requires_grad
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q) and p.grad is None
+
+
+def test_train_step_accumulation_equals_one_batch_k_times_larger():
+    torch.manual_seed(0)
+    model, big = TinyLM(), TinyLM()
+    big.load_state_dict(model.state_dict())
+    inputs, targets = _batch(8)
+    opt, big_opt = RecordingSGD(model.parameters()), RecordingSGD(big.parameters())
+    micro = list(zip(inputs.split(2), targets.split(2), strict=True))  # k = 4 micro-batches
+    loss = train_step(model, micro, opt)
+    big_loss = train_step(big, [(inputs, targets)], big_opt)
+    torch.testing.assert_close(loss, big_loss, rtol=8 * EPS, atol=0.0)
+    for g, h in zip(opt.grads, big_opt.grads, strict=True):
+        # the same sums in another order: equal up to a few roundings of the largest term
+        torch.testing.assert_close(g, h, rtol=16 * EPS, atol=16 * EPS * float(h.abs().max()))
+    assert any(float(g.abs().max()) > 0 for g in opt.grads)
+
+
+def test_train_step_clips_the_global_norm():
+    torch.manual_seed(0)
+    model, clipped = TinyLM(), TinyLM()
+    clipped.load_state_dict(model.state_dict())
+    batch = [_batch(4)]
+    opt, clip_opt = RecordingSGD(model.parameters()), RecordingSGD(clipped.parameters())
+    train_step(model, batch, opt)
+    train_step(clipped, batch, clip_opt, grad_clip=0.01)
+    norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in opt.grads]))
+    clip_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in clip_opt.grads]))
+    assert norm > 0.1  # clipping had something to do ...
+    coef = 0.01 / (norm + 1e-6)  # PyTorch's formula (its 1e-6 guards a zero norm)
+    torch.testing.assert_close(clip_norm, norm * coef, rtol=16 * EPS, atol=0.0)  # ... did it
+    for g, c in zip(opt.grads, clip_opt.grads, strict=True):  # ... and kept the direction
+        torch.testing.assert_close(c, g * coef, rtol=16 * EPS, atol=16 * EPS * float(c.abs().max()))
+
+
+class FakeSync:
+    """A GradientSync that only records when it is asked to do what."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    @contextmanager
+    def no_sync(self):
+        self.events.append("no_sync{")
+        yield
+        self.events.append("}")
+
+    def sync_gradients(self) -> None:
+        self.events.append("sync")
+
+
+def test_train_step_syncs_gradients_once_after_the_last_backward():
+    events: list[str] = []
+    torch.manual_seed(0)
+    model = TinyLM()
+    model.head.weight.register_hook(lambda grad: events.append("backward"))
+    inputs, targets = _batch(6)
+    micro = list(zip(inputs.split(2), targets.split(2), strict=True))  # k = 3
+    train_step(model, micro, RecordingSGD(model.parameters(), events), grad_sync=FakeSync(events))
+    assert events == ["no_sync{", "backward", "}", "no_sync{", "backward", "}",  # micro 0, 1
+                      "backward", "sync", "step"]  # fmt: skip
+    with pytest.raises(ValueError, match="at least one micro-batch"):
+        train_step(model, [], RecordingSGD(model.parameters()))
+
+
+def test_precision_probe_leaves_gradients_and_rng_as_they_were():
+    torch.manual_seed(0)
+    model = TinyLM()
+    inputs, targets = _batch(2)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    t_fp32, t_bf16 = time_fp32_and_bf16(model, inputs, targets, repeats=1)
+    assert t_fp32 > 0 and t_bf16 > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_metrics_log_resumes_and_measures_tokens_per_second(tmp_path):
+    log = MetricsLog(tmp_path / "run" / "metrics.jsonl")
+    log.start(tokens=0)
+    for step in (1, 2, 3):
+        log.append("train", step, step * 10, loss=1.0 / step)
+    log.start(tokens=20, resume_step=2)  # the run resumes from its step-2 checkpoint
+    assert [r["step"] for r in map(json.loads, log.path.read_text().splitlines())] == [1, 2]
+    assert log.tokens_per_s(120, train_seconds=2.0) == 50.0  # 100 tokens in 2 s since start
+    assert log.tokens_per_s(150, train_seconds=3.0) == 30.0  # since the previous call
+    quiet = MetricsLog(tmp_path / "other" / "metrics.jsonl", write=False)
+    quiet.start(tokens=0)
+    quiet.append("train", 1, 10, loss=1.0)
+    assert not (tmp_path / "other").exists()
+
+
+def test_only_the_main_process_writes_and_the_distributed_hooks_plug_in(corpus, tmp_path):
+    from minigpt.data import load_prepared
+
+    data = load_prepared(corpus["data_dir"])
+    results = []
+    for main in (True, False):
+        cfg = make_cfg(corpus, tmp_path / str(main), max_steps=2, eval_interval=1,
+                       checkpoint_interval=1, sample_every=1, sample_tokens=2)  # fmt: skip
+        torch.manual_seed(0)
+        trainer = Trainer(build_model_for(cfg, data.tokenizer), cfg, data, data.tokenizer,
+                          is_main_process=main)  # fmt: skip
+        results.append(trainer.train())
+        assert cfg.run_dir.exists() == main
+    assert results[0]["val_loss"] == results[1]["val_loss"]  # the same training, silently
+
+    events: list[str] = []
+    cfg = make_cfg(corpus, tmp_path / "sync", max_steps=2, grad_accum=2)
+    model = build_model_for(cfg, data.tokenizer)
+    optimizer = RecordingSGD(model.parameters(), events)
+    trainer = Trainer(model, cfg, data, data.tokenizer, grad_sync=FakeSync(events),
+                      optimizer=optimizer)  # fmt: skip
+    trainer.train()
+    assert trainer.optimizer is optimizer
+    assert events == ["no_sync{", "}", "sync", "step"] * 2
 
 
 # ----------------------------------------------------------------------------- whole runs
@@ -167,17 +342,17 @@ def test_resume_is_exact(corpus, tmp_path, monkeypatch, ema_decay):
               ema_decay=ema_decay)  # fmt: skip
     straight = run_training(make_cfg(corpus, tmp_path / "a", **kw))
 
-    real_step = Trainer._train_step
+    real_step = Trainer._train_one_step
 
     def crash_in_step_5(self, progress):
         if self.step == 4:  # steps 1-4 done, only steps 1-3 checkpointed
             raise KeyboardInterrupt
         return real_step(self, progress)
 
-    monkeypatch.setattr(Trainer, "_train_step", crash_in_step_5)
+    monkeypatch.setattr(Trainer, "_train_one_step", crash_in_step_5)
     with pytest.raises(KeyboardInterrupt):
         run_training(make_cfg(corpus, tmp_path / "b", **kw))
-    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    monkeypatch.setattr(Trainer, "_train_one_step", real_step)
     resumed = run_training(make_cfg(corpus, tmp_path / "b", resume=True, **kw))
 
     assert losses(tmp_path / "b" / "run") == losses(tmp_path / "a" / "run")
@@ -226,13 +401,13 @@ def test_weight_average_is_what_eval_and_the_checkpoint_use(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_divergence_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeypatch):
-    real_step = Trainer._train_step
+    real_step = Trainer._train_one_step
 
     def blow_up_at_step_5(self, progress):
         loss = real_step(self, progress)
         return loss * float("inf") if self.step >= 5 else loss
 
-    monkeypatch.setattr(Trainer, "_train_step", blow_up_at_step_5)
+    monkeypatch.setattr(Trainer, "_train_one_step", blow_up_at_step_5)
     cfg = make_cfg(corpus, tmp_path, max_steps=8, checkpoint_interval=2, log_interval=3)
     with pytest.raises(TrainingDivergedError) as err:
         run_training(cfg)

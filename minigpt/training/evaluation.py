@@ -4,6 +4,7 @@ Windows come in file order and the objective's randomness (which tokens MLM mask
 generator seeded afresh, so evaluating one model twice gives one number. Loss is reported
 three ways: nats per token, perplexity e^loss, and bits per byte = loss * val_tokens /
 (val_bytes * ln 2) — the only one of the three that compares models with different tokenizers.
+The Trainer evaluates with it during a run and `minigpt eval` after one; lessons 06-08 print it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import torch
 from torch import nn
 
 from minigpt.data import iter_windows
-from minigpt.objectives import (
-    IGNORE_INDEX,
-)
-from minigpt.precision import autocast_for
-from minigpt.train_config import BatchFn
+from minigpt.objectives import IGNORE_INDEX, BatchFn
+from minigpt.training.precision import autocast_for
 
 
 @torch.no_grad()

@@ -4,15 +4,18 @@ Under bf16 autocast, matrix products run in bfloat16 while weights, optimizer st
 loss stay float32; bf16 keeps float32's exponent range, so no loss scaling is needed. fp16
 (CUDA only) has a narrow range and needs a `GradScaler`. "auto" picks bf16 on CUDA cards that
 support it, else fp16; fp32 on MPS; on a CPU, bf16 only where the CPU has native bf16 and a
-short probe on the actual model measures it faster (the Trainer runs that probe).
+short probe on the actual model (`time_fp32_and_bf16`) measures it faster. The Trainer
+(`minigpt.training.loop`) resolves the precision when a run starts; lesson 07 trains with "auto".
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,3 +78,28 @@ def autocast_for(device: torch.device, precision: str) -> Any:
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPE[precision])
+
+
+def time_fp32_and_bf16(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, repeats: int = 3
+) -> tuple[float, float]:
+    """Seconds of one forward+backward of `model` on one batch in fp32 and under bf16 autocast.
+
+    The probe `resolve_precision` asks for on a CPU. It alternates the two modes (noise on a
+    shared machine hits both), keeps each one's fastest time after a warm-up round, and leaves
+    the gradients (cleared) and PyTorch's global RNG (dropout draws from it) as they were, so a
+    run that probes repeats a run that does not.
+    """
+    rng = torch.get_rng_state()
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for rep in range(repeats + 1):
+        for mode in times:
+            start = time.perf_counter()
+            with autocast_for(inputs.device, mode):
+                _, loss = model(inputs, targets)
+            loss.backward()
+            if rep:
+                times[mode].append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    torch.set_rng_state(rng)
+    return min(times["fp32"]), min(times["bf16"])

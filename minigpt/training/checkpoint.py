@@ -21,13 +21,16 @@ Two safety rules, both cheap:
   therefore a tensor, a number, a string, or a list/dict/tuple of those (RNG
   states are tensors; the tokenizer is its `to_dict()`).
 
+Old files keep working: when a model's parameters are renamed, `minigpt.models`
+maps the old names to the new ones (`upgrade_state_dict`), and loading applies it.
+
 Public API (lesson 07 uses it; `minigpt sample` / `minigpt eval` call it):
 
 - `save_checkpoint(path, *, model, model_config, tokenizer, ...) -> Path`
 - `load_checkpoint(path, map_location="cpu") -> dict` (raises `CheckpointError`)
 - `load_model_for_inference(path, device="auto") -> (model, tokenizer, meta)`
-- `capture_rng_state(generator) -> dict` / `restore_rng_state(state, generator)`
-- `resolve_device("auto" | "cpu" | "cuda[:i]" | "mps") -> torch.device`
+- `seed_everything(seed)`, `capture_rng_state(generator) -> dict`,
+  `restore_rng_state(state, generator)`
 """
 
 from __future__ import annotations
@@ -43,42 +46,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from minigpt.device import resolve_device
+from minigpt.models import MODEL_CLASSES, build_model, upgrade_state_dict
+from minigpt.tokenizer import tokenizer_from_dict
+
 FORMAT = "minigpt-checkpoint"
-VERSION = 1
-# Model classes a checkpoint may name; looked up in minigpt.models by name so this
-# module does not need to know which objective trains which family.
-MODEL_CLASSES = ("DecoderLM", "EncoderLM", "Seq2SeqLM")
+VERSION = 1  # the fields below; parameter renames inside a model are upgraded, not versioned
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or not one of ours (one-line message)."""
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn "auto" into the best available device; reject devices this machine lacks.
-
-    Why here: both training and inference must place a model, and a checkpoint
-    written on a GPU box is routinely loaded on a laptop.
-    """
-    if isinstance(device, torch.device):
-        return device
-    name = (device or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    kind = name.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available; use cpu")
-    if kind == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ValueError(f"device {device!r} asked for but MPS is not available; use cpu")
-    return torch.device(name)
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) so a run repeats exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def capture_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -117,6 +101,15 @@ def restore_rng_state(state: Mapping[str, Any], generator: torch.Generator | Non
         generator.set_state(state["generator"].cpu())
 
 
+def model_class_of(model: nn.Module) -> str:
+    """The family a model belongs to, by name (a key of MODEL_CLASSES), even when a wrapper
+    made a subclass of it on the fly (FSDP's `fully_shard` turns DecoderLM into FSDPDecoderLM)."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in MODEL_CLASSES:
+            return cls.__name__
+    return type(model).__name__
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module under torch.compile's wrapper, so saved keys never carry `_orig_mod.`."""
     return getattr(model, "_orig_mod", model)
@@ -128,7 +121,9 @@ def save_checkpoint(
     model: nn.Module,
     model_config: Mapping[str, Any],
     tokenizer: Any,
+    model_state: Mapping[str, torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
     scaler_state: Mapping[str, Any] | None = None,
     step: int = 0,
     tokens_seen: int = 0,
@@ -143,7 +138,10 @@ def save_checkpoint(
     `extra` holds small primitives such as the last evaluation's metrics.
     `model`'s weights are the ones to *use* (sample, evaluate); when they are an average of
     the training weights (`WeightAverage`), `train_state` holds the raw weights that a resumed
-    run continues from. Returns the final path.
+    run continues from. `optimizer_state` is an optimizer's `state_dict()` taken already (a
+    sharded optimizer gathers it with a collective every rank must join), instead of
+    `optimizer`; likewise `model_state` replaces `model.state_dict()` (FSDP's gathered full
+    weights). Returns the final path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,11 +149,15 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "model_class": type(inner).__name__,
-        "model_state": inner.state_dict(),
+        "model_class": model_class_of(inner),
+        "model_state": dict(model_state) if model_state is not None else inner.state_dict(),
         "model_config": dict(model_config),
         "tokenizer": tokenizer if isinstance(tokenizer, Mapping) else tokenizer.to_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": (
+            dict(optimizer_state)
+            if optimizer_state is not None
+            else optimizer.state_dict() if optimizer is not None else None
+        ),
         "scaler": dict(scaler_state) if scaler_state else None,
         "step": int(step),
         "tokens_seen": int(tokens_seen),
@@ -219,19 +221,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in needed if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is incomplete")
-    return ckpt
-
-
-def build_model(model_class: str, model_config: Mapping[str, Any]) -> nn.Module:
-    """Instantiate a model family by name from a config dict (no weights loaded)."""
-    from minigpt import models  # layer 3: imported lazily so checkpoint stays cheap to import
-
-    if model_class not in MODEL_CLASSES:
+    if ckpt["model_class"] not in MODEL_CLASSES:
         raise CheckpointError(
-            f"unknown model class {model_class!r}; expected one of {', '.join(MODEL_CLASSES)}"
+            f"{path} holds an unknown model class {ckpt['model_class']!r}; "
+            f"expected one of {', '.join(MODEL_CLASSES)}"
         )
-    config = models.ModelConfig.from_dict(dict(model_config))
-    return getattr(models, model_class)(config)
+    for key in ("model_state", "train_state"):  # files written before a parameter rename
+        if ckpt.get(key) is not None:
+            ckpt[key] = upgrade_state_dict(ckpt["model_class"], ckpt[key])
+    return ckpt
 
 
 def load_model_for_inference(
@@ -242,10 +240,11 @@ def load_model_for_inference(
     `meta` carries what a caller may want to print or check: model_class, objective,
     step, tokens_seen, model_config, train_config and `extra` (last metrics).
     """
-    from minigpt.tokenizer import tokenizer_from_dict
-
     ckpt = load_checkpoint(path)
-    model = build_model(ckpt["model_class"], ckpt["model_config"])
+    try:
+        model = build_model(ckpt["model_class"], ckpt["model_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: stored model config is unusable: {err}") from None
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as err:

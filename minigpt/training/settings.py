@@ -4,7 +4,10 @@ Pretraining is one loop for every family; what differs per objective is data, no
 `OBJECTIVES` maps each name to a model class, the extra tokens a window needs (next-token
 prediction shifts by one) and a factory that builds the batch function from the tokenizer's
 special ids. `TrainConfig` validates every knob with a one-line message, so a bad flag fails
-before any data is prepared. `minigpt.train` runs it; lessons 06-08 use it.
+before any data is prepared; its choices come from the registries that define them (objectives
+here, presets, positionals and activations in `minigpt.config`, precisions, devices, tokenizer
+kinds), so the CLI and the config cannot disagree. `minigpt.training.run` runs it; lessons
+06-08 use it.
 """
 
 from __future__ import annotations
@@ -15,27 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from minigpt.checkpoint import build_model
-from minigpt.models import ACTIVATIONS, POSITIONALS, PRESETS, ModelConfig
-from minigpt.objectives import (
-    causal_lm_batch,
-    mlm_batch,
-    span_corruption_batch,
-)
-from minigpt.precision import PRECISIONS
-from minigpt.tokenizer import EOT, MASK, N_SENTINELS, PAD, sentinel
+from minigpt.config import ACTIVATIONS, POSITIONALS, PRESETS, ModelConfig
+from minigpt.device import check_device_name
+from minigpt.models import MODEL_CLASSES, build_model
+from minigpt.objectives import BatchFn, causal_lm_batch, mlm_batch, span_corruption_batch
+from minigpt.tokenizer import EOT, MASK, N_SENTINELS, PAD, TOKENIZER_KINDS, sentinel
+from minigpt.training.precision import PRECISIONS
 
 # Used when no budget (steps, tokens or time) is given: `tiny` on 2 CPU cores in a few minutes.
 DEFAULT_MAX_STEPS = 2000
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 # ----------------------------------------------------------------------------- objectives
-
-BatchFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _special_id(tokenizer: Any, token: str, objective: str) -> int:
@@ -86,20 +82,37 @@ class Objective:
     """How one objective differs from another: all data, no copy of the training loop."""
 
     name: str
-    model_class: str  # a class in minigpt.models
+    model_class: str  # a key of minigpt.models.MODEL_CLASSES
     extra_tokens: int  # windows hold block_size + extra_tokens ids (clm shifts by one)
     batches: Callable[[Any], BatchFn]  # tokenizer -> (windows, generator) -> (inputs, targets)
     model_ids: Callable[[Any], dict[str, int]]  # tokenizer -> special ids the model config needs
+    summary: str  # one phrase for help texts
+
+    def __post_init__(self) -> None:
+        if self.model_class not in MODEL_CLASSES:
+            raise ValueError(
+                f"objective {self.name!r} names model class {self.model_class!r}; "
+                f"use one of {', '.join(MODEL_CLASSES)}"
+            )
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "clm": Objective("clm", "DecoderLM", 1, _clm_batches, _no_ids),
-    "mlm": Objective("mlm", "EncoderLM", 0, _mlm_batches, _pad_ids),
-    "span": Objective("span", "Seq2SeqLM", 0, _span_batches, _seq2seq_ids),
+    o.name: o
+    for o in (
+        Objective("clm", "DecoderLM", 1, _clm_batches, _no_ids, "GPT-style next token"),
+        Objective("mlm", "EncoderLM", 0, _mlm_batches, _pad_ids, "BERT-style masked tokens"),
+        Objective("span", "Seq2SeqLM", 0, _span_batches, _seq2seq_ids,
+                  "T5-style span corruption"),  # fmt: skip
+    )
 }
 
 
 # ----------------------------------------------------------------------------- config
+
+# How many processes train one model, and how they share the work (minigpt/parallel/run.py):
+# none (one process), ddp / zero1 (our data parallelism, plain or with ZeRO-1 optimizer
+# sharding), torch-ddp / fsdp (PyTorch's DistributedDataParallel and FullyShardedDataParallel).
+PARALLEL_MODES = ("none", "ddp", "zero1", "torch-ddp", "fsdp")
 
 _OPTIONAL_POSITIVE = "d_model n_layers n_heads d_ff block_size max_steps max_tokens".split()
 _POSITIVE = ("vocab_size batch_size grad_accum eval_interval eval_batches log_interval "
@@ -116,8 +129,8 @@ class TrainConfig:
     lr 1e-3 beat 2e-3 (2,000 steps: 1.646 vs 1.672).
     """
 
-    objective: str = "clm"  # clm | mlm | span
-    preset: str = "tiny"
+    objective: str = "clm"  # a key of OBJECTIVES: clm | mlm | span
+    preset: str = "tiny"  # a key of minigpt.config.PRESETS
     d_model: int | None = None
     n_layers: int | None = None
     n_heads: int | None = None
@@ -149,6 +162,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda[:i] | mps
     compile: bool = False
+    parallel: str = "none"  # a PARALLEL_MODES entry; the others start under torchrun
+    ddp_strategy: str = "overlap"  # ddp / zero1: naive | bucketed | overlap (parallel/ddp.py)
+    bucket_size_mb: float = 25.0  # ddp / zero1 (bucketed, overlap): gradient bucket size
     seed: int = 1337
     out_dir: str | None = None  # default runs/<objective>-<preset>
     resume: bool = False
@@ -163,17 +179,19 @@ class TrainConfig:
 
         choices = {
             "objective": tuple(OBJECTIVES),
+            "preset": tuple(PRESETS),
             "positional": (None, *POSITIONALS),
             "activation": (None, *ACTIVATIONS),
             "precision": PRECISIONS,
-            "tokenizer": ("bpe", "char", "gpt2"),
+            "tokenizer": TOKENIZER_KINDS,
+            "parallel": PARALLEL_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 fail(name, f"use one of {', '.join(a for a in allowed if a is not None)}")
-        if self.preset not in PRESETS:
-            fail("preset", f"use one of {', '.join(PRESETS)}")
-        if str(self.device).split(":")[0] not in DEVICES:
+        try:
+            check_device_name(self.device)
+        except ValueError:
             fail("device", "use auto, cpu, cuda, cuda:N or mps")
         for name in _OPTIONAL_POSITIVE:
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -194,6 +212,11 @@ class TrainConfig:
             fail("time_limit_s", "must be > 0 seconds (or unset)")
         if not self.lr > 0:
             fail("lr", "must be > 0")
+        if not self.bucket_size_mb > 0:
+            fail("bucket_size_mb", "must be > 0 MB (PyTorch's DDP uses 25)")
+        if self.parallel != "none" and self.time_limit_s is not None:
+            fail("time_limit_s", "a clock differs between processes: with --parallel give "
+                 "--max-steps or --max-tokens")  # fmt: skip
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             fail("min_lr", f"must be between 0 and lr={self.lr}")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
@@ -237,6 +260,10 @@ def model_config_for(cfg: TrainConfig, tokenizer: Any) -> ModelConfig:
 
 
 def build_model_for(cfg: TrainConfig, tokenizer: Any) -> nn.Module:
-    """A freshly initialised model of the objective's family (seed first for repeatability)."""
-    config = model_config_for(cfg, tokenizer)
-    return build_model(OBJECTIVES[cfg.objective].model_class, config.to_dict())
+    """A freshly initialised model of the objective's family.
+
+    Initialisation draws from PyTorch's global generator and this function does not seed it:
+    the caller seeds first (`seed_everything(cfg.seed)`, as `run_training` does) when the
+    weights must repeat.
+    """
+    return build_model(OBJECTIVES[cfg.objective].model_class, model_config_for(cfg, tokenizer))

@@ -5,7 +5,8 @@ Weight decay shrinks weights toward zero; it regularises the >=2-D weight matric
 tied embedding) but would only fight LayerNorm gains and biases, so 1-D parameters get none.
 Adam's moment estimates are noise for the first steps, so the learning rate climbs linearly
 for `warmup_steps`, then follows half a cosine down to `min_lr` (lr/10 by default, as
-Chinchilla did) at the end of the budget. Lesson 07 plots the schedule's effect on the loss.
+Chinchilla did) at the end of the budget. Lesson 07 trains with them; lesson 08 fine-tunes with
+the same groups and schedule in a plain loop.
 `WeightAverage` keeps a running average of the weights, which is usually a little better on
 held-out text than the last noisy iterate.
 """
@@ -13,20 +14,12 @@ held-out text than the last noisy iterate.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (CPU and CUDA) so a run repeats exactly."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_optimizer(
@@ -37,16 +30,31 @@ def build_optimizer(
     device: torch.device | None = None,
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on >=2-D parameters (matrices, embeddings) only."""
-    params = [p for p in model.parameters() if p.requires_grad]  # shared (tied) weights once
-    groups = [
+    return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr, betas=betas,
+                             fused=fused_adamw(device))  # fmt: skip
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters as two optimizer groups: matrices decayed, the rest not.
+
+    Weight decay regularises weight matrices and embeddings; on LayerNorm gains and biases it
+    would only pull them toward zero, so 1-D parameters get none. A tied weight appears once.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # The fused kernel updates every parameter in one pass instead of ~10 small ops per tensor:
-    # on a CUDA GPU that is fewer launches, on a CPU fewer passes over memory (a `tiny` bf16
-    # step on 2 cores: 70 -> 64 ms, torch 2.13). MPS keeps the default implementation.
-    fused = True if device is None or device.type in ("cuda", "cpu") else None
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+
+def fused_adamw(device: torch.device | None) -> bool | None:
+    """Whether to ask for PyTorch's fused AdamW kernel (a speed switch, see minigpt/speedups.py).
+
+    The fused kernel updates every parameter in one pass instead of ~10 small ops per tensor:
+    on a CUDA GPU that is fewer launches, on a CPU fewer passes over memory (a `tiny` bf16
+    step on 2 cores: 70 -> 64 ms, torch 2.13). MPS keeps the default implementation (None).
+    """
+    return True if device is None or device.type in ("cuda", "cpu") else None
 
 
 def lr_at(
