@@ -27,10 +27,15 @@ torch.set_num_threads(1)
 
 
 def assert_float_close(
-    actual: torch.Tensor, expected: torch.Tensor, ulps: float = 64.0, msg: str | None = None
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    ulps: float = 64.0,
+    msg: str | None = None,
+    resolution_of: torch.dtype | None = None,
 ) -> None:
-    """Equal up to `ulps` units of the dtype's resolution, relative to each value and to the
-    expected tensor's scale.
+    """Equal up to `ulps` units of the dtype's resolution (`resolution_of`, default the
+    expected tensor's dtype: bf16 results compared in float32 pass torch.bfloat16), relative to
+    each value and to the expected tensor's scale.
 
     Two correct implementations differ by rounding, and how much depends on the CPU (its
     matmul kernels sum in different orders: an AMD EPYC and an Intel Xeon disagree by an ulp or
@@ -39,7 +44,7 @@ def assert_float_close(
     their inputs at unit scale), because the error of a sum is set by its largest terms, not by
     its result: a gradient that is zero in exact arithmetic comes out as rounding noise.
     """
-    eps = torch.finfo(expected.dtype).eps
+    eps = torch.finfo(resolution_of or expected.dtype).eps
     scale = max(float(expected.detach().abs().max()) if expected.numel() else 0.0, 1.0)
     tol = ulps * eps
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale, msg=msg)

@@ -15,6 +15,10 @@ from conftest import load_lesson
 
 from minigpt.tokenizer import BPETokenizer, load_tokenizer, train_bpe
 
+# float32 resolution: lesson figures that compare two computations of one quantity (values
+# of order 1) must agree to a small multiple of it on any CPU
+EPS = torch.finfo(torch.float32).eps
+
 # --- lesson 01: (tokenization) runs in quick mode and its figures tell the lesson's story
 
 
@@ -60,14 +64,14 @@ def test_lesson_02_quick(tmp_path: Path) -> None:
     r = load_lesson("02_embeddings_and_positions").main(quick=True, device="cpu", out_dir=tmp_path)
     d = r["d_model"]
     assert r["embedded_shape"] == (9, d)
-    assert r["lookup_vs_onehot_max_diff"] < 1e-5
+    assert r["lookup_vs_onehot_max_diff"] < 128 * EPS
     assert r["mean_abs_cosine_random"] < 0.3  # random vectors are nearly perpendicular
     # the dot product depends on distance only, peaks at k = 0 with d_model / 2
     assert r["dot_same_distance_spread"] < 1e-3
     dots = r["dot_at_distance"]
     assert abs(dots[0] - d / 2) < 1e-4
     assert dots[0] > dots[1] > dots[2] > dots[5]
-    assert r["rotation_max_error"] < 1e-5
+    assert r["rotation_max_error"] < 128 * EPS
     # attention alone is blind to order; positions fix it
     assert r["order_blind_diff_without_positions"] < 1e-4
     assert r["order_diff_with_positions"] > 0.05
@@ -76,7 +80,7 @@ def test_lesson_02_quick(tmp_path: Path) -> None:
     assert r["learned_parameters"] == r["max_len"] * d
     # RoPE: the score depends on the offset only, lengths are kept, offsets are told apart
     # (the tables are float32, so equal up to ~1e-7 of the score's size)
-    assert r["rope_same_offset_spread"] < 1e-5 and r["rope_norm_change"] < 1e-5
+    assert r["rope_same_offset_spread"] < 128 * EPS and r["rope_norm_change"] < 128 * EPS
     assert r["rope_other_offset_diff"] > 1e-3
     for name in ("sinusoidal_heatmap.png", "position_dot_vs_distance.png"):
         assert (tmp_path / name).stat().st_size > 1000
@@ -88,8 +92,8 @@ def test_lesson_02_quick(tmp_path: Path) -> None:
 def test_lesson_03_quick(tmp_path: Path) -> None:
     r = load_lesson("03_self_attention").main(quick=True, device="cpu", out_dir=tmp_path)
     assert r["weights_shape"] == (9, 9)
-    assert r["row_sums"] == pytest.approx([1.0] * 9, abs=1e-6)
-    assert r["manual_vs_library_max_diff"] < 1e-6
+    assert r["row_sums"] == pytest.approx([1.0] * 9, abs=16 * EPS)
+    assert r["manual_vs_library_max_diff"] < 64 * EPS
     # "book" attends to the two people, equally: the ambiguity attention alone cannot settle
     assert r["book_top2"] == ["teacher", "student"]
     assert r["book_weights"]["teacher"] == pytest.approx(r["book_weights"]["student"])
@@ -122,11 +126,11 @@ def test_lesson_04_quick(tmp_path: Path) -> None:
     assert focus["who did what"][2] == ["teacher", "student"]
     assert r["book_top2_head2"] == ["teacher", "student"]
     assert focus["same kind of word"][1] == ["teacher", "student"]
-    assert r["heads_by_hand_max_diff"] < 1e-6
-    assert r["explicit_vs_fast_max_diff"] < 1e-5
-    assert r["ours_vs_torch_max_diff"] < 1e-5
-    assert r["timing_max_abs_diff"] < 1e-5
-    assert r["timing_grad_max_abs_diff"] < 1e-4
+    assert r["heads_by_hand_max_diff"] < 64 * EPS
+    assert r["explicit_vs_fast_max_diff"] < 128 * EPS
+    assert r["ours_vs_torch_max_diff"] < 128 * EPS
+    assert r["timing_max_abs_diff"] < 128 * EPS
+    assert r["timing_grad_max_abs_diff"] < 1024 * EPS
     # timings are measured, never asserted on; the printed ratio must be the measured one
     assert r["timing_explicit_ms"] > 0 and r["timing_fast_ms"] > 0
     ratio = r["timing_explicit_ms"] / r["timing_fast_ms"]
@@ -155,7 +159,7 @@ def test_lesson_05_quick(tmp_path: Path) -> None:
     assert len(post) == len(pre) == r["n_layers"]
     assert max(post) - min(post) < 0.5 and abs(post[0] - 8.0) < 0.5
     assert pre[-1] > 1.2 * pre[0]
-    assert r["post_norm_parity"] < 1e-5 and r["pre_norm_parity"] < 1e-5
+    assert r["post_norm_parity"] < 128 * EPS and r["pre_norm_parity"] < 128 * EPS
     for plot in r["plots"]:
         assert Path(plot).exists() and Path(plot).stat().st_size > 1000
     assert (tmp_path / "post_vs_pre_norm.png").exists()
