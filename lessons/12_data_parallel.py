@@ -55,11 +55,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from minigpt.config import ModelConfig
+from minigpt.memory import zero_bytes_per_device
 from minigpt.models import DecoderLM
 from minigpt.parallel.ddp import DataParallel
 from minigpt.parallel.launch import spawn
 from minigpt.parallel.sampler import ShardedSampler
-from minigpt.parallel.zero import ShardedOptimizer, zero_bytes_per_device
+from minigpt.parallel.zero import ShardedOptimizer
 
 WORLD, PER_RANK = 3, 6  # the course's example: 3 ranks x 6 samples = one batch of 18
 QUICK = dict(

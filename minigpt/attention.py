@@ -119,6 +119,98 @@ class KVCache:
         self.k = None
         self.v = None
 
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (B_new,), in that order: beam search follows its beams."""
+        if self.k is not None and self.v is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class StaticKVCache:
+    """A KV cache written in place into buffers preallocated for `capacity` positions.
+
+    Same interface as `KVCache` (`length`, `append`, `reset`, `reorder`), same numbers; only
+    the memory traffic differs. The growing cache's `torch.cat` copies every cached key at every
+    step (O(T^2) bytes over a generation) and allocates a new tensor each time; here a step
+    writes just its new keys into the buffer and returns views of the filled part. The
+    buffers are allocated at the first `append`, when batch size, heads and dtype are known.
+    Writing past `capacity` is an error (the caller sized the cache: prompt + new tokens).
+    `benchmarks/generation.py` compares the two.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity={capacity} must be >= 1 (prompt + new tokens)")
+        self.capacity = capacity
+        self.k_buffer: Tensor | None = None  # (B, H, capacity, d_head)
+        self.v_buffer: Tensor | None = None
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        """How many positions are filled (0 when empty)."""
+        return self._length
+
+    @property
+    def k(self) -> Tensor | None:
+        """The filled keys (B, H, length, d_head), a view of the buffer, or None when empty."""
+        if self.k_buffer is None or not self._length:
+            return None
+        return self.k_buffer[:, :, : self._length]
+
+    @property
+    def v(self) -> Tensor | None:
+        """The filled values, a view of the buffer, or None when empty."""
+        if self.v_buffer is None or not self._length:
+            return None
+        return self.v_buffer[:, :, : self._length]
+
+    def append(self, k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k_new, v_new (B, H, T_new, d_head) after the filled part; return views of all."""
+        b, h, t_new, d = k_new.shape
+        end = self._length + t_new
+        if end > self.capacity:
+            raise ValueError(
+                f"static KV cache holds {self.capacity} positions, {end} needed; "
+                "make it with a larger capacity (prompt + max_new_tokens)"
+            )
+        if self.k_buffer is None or self.k_buffer.shape != (b, h, self.capacity, d):
+            self.k_buffer = k_new.new_empty(b, h, self.capacity, d)
+            self.v_buffer = v_new.new_empty(b, h, self.capacity, v_new.size(-1))
+        assert self.v_buffer is not None
+        self.k_buffer[:, :, self._length : end] = k_new  # in place: no copy of earlier keys
+        self.v_buffer[:, :, self._length : end] = v_new
+        self._length = end
+        return self.k_buffer[:, :, :end], self.v_buffer[:, :, :end]
+
+    def reset(self) -> None:
+        """Forget the contents (the buffers are kept for the next sequence)."""
+        self._length = 0
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (B_new,), in that order (beam search)."""
+        if self.k_buffer is not None and self.v_buffer is not None:
+            self.k_buffer = self.k_buffer.index_select(0, index)
+            self.v_buffer = self.v_buffer.index_select(0, index)
+
+
+def padded_positions_and_mask(key_mask: Tensor, t_q: int) -> tuple[Tensor, Tensor]:
+    """Per-row positions (B, t_q) and an attention keep mask (B, 1, t_q, T_k) for a batch whose
+    rows carry padding, e.g. prompts of different lengths left-padded to one length.
+
+    `key_mask` (B, T_k) is True at real tokens over every position so far (cached ones and the
+    t_q new ones, which are the last t_q). A token's position counts only the real tokens before
+    it, so a row left-padded by p sees exactly the positions it would see alone. Queries attend
+    causally to real keys; a padding query also sees itself, so no row of the mask is empty
+    (its output is never used, but an all-masked row would be NaN in some kernels).
+    """
+    t_k = key_mask.size(1)
+    positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, t_k - t_q :]  # (B, t_q)
+    keep = causal_mask(t_q, t_k, device=key_mask.device) & key_mask[:, None, :]  # (B, t_q, T_k)
+    query_is_pad = ~key_mask[:, t_k - t_q :]  # (B, t_q)
+    self_key = torch.eye(t_q, t_k, dtype=torch.bool, device=key_mask.device).roll(t_k - t_q, 1)
+    keep |= query_is_pad[:, :, None] & self_key
+    return positions, keep[:, None]
+
 
 class MultiHeadAttention(nn.Module):
     """H attention heads in parallel, each over its own d_model / H slice, then mixed.
@@ -172,7 +264,8 @@ class MultiHeadAttention(nn.Module):
         context: Tensor | None = None,
         mask: Tensor | None = None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor:
         """x (B, T_q, d_model) [, context (B, T_k, d_model)] -> (B, T_q, d_model).
 
@@ -180,6 +273,8 @@ class MultiHeadAttention(nn.Module):
         (B, T_q, T_k). `is_causal`: also hide future keys. `cache`: for self-attention the new
         keys/values are appended and the queries sit after the cached positions; for
         cross-attention the projected `context` is stored on the first call and reused after.
+        `positions` (B, T_q): per-row positions for RoPE (padded batches); default: the
+        cache length onwards.
         """
         b, t_q, _ = x.shape
         offset = 0 if cache is None else cache.length  # position of x's first token
@@ -187,7 +282,8 @@ class MultiHeadAttention(nn.Module):
             q, k, v = speedups.project(x, (self.q_proj, self.k_proj, self.v_proj))
             q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
             if self.rotary is not None:
-                q, k = self.rotary(q, offset), self.rotary(k, offset)
+                at = offset if positions is None else positions
+                q, k = self.rotary(q, at), self.rotary(k, at)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, offset + T_q, d_head)
         else:  # cross-attention: keys and values from the context (the encoder's memory)

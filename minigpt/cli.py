@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -149,6 +150,9 @@ _TRAIN_FIELDS = [
     ("parallel", "parallel"),
     ("ddp_strategy", "ddp_strategy"),
     ("bucket_size_mb", "bucket_size_mb"),
+    ("stages", "stages"),
+    ("microbatches", "microbatches"),
+    ("schedule", "schedule"),
     ("checkpoint_interval", "checkpoint_interval"),
     ("seed", "seed"),
     ("out", "out_dir"),
@@ -170,7 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.parallel == "none" and launched > 1:
         raise UsageError(f"started as {launched} processes (torchrun) but --parallel is none: "
-                         "each would train alone; add --parallel ddp (or zero1, torch-ddp, fsdp)")
+                         "each would train alone; add --parallel ddp (or zero1, torch-ddp, "
+                         "fsdp, pipeline)")
     if cfg.parallel == "none":
         result = run_training(cfg)
     else:  # one process of several, started by torchrun
@@ -203,6 +208,29 @@ def _bpb_text(bpb: float | None) -> str:
     return f"  bits per byte {bpb:.3f}" if bpb is not None else "  (bits per byte: clm only)"
 
 
+def _load_for_sampling(checkpoint: Path, device: str | None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a ckpt.pt, or from a folder holding GPT-2's published weights
+    (model.safetensors or pytorch_model.bin) beside its encoder.json and vocab.bpe."""
+    from minigpt.training.checkpoint import load_model_for_inference
+
+    if checkpoint.is_dir():
+        from minigpt.device import resolve_device
+        from minigpt.models import DecoderLM
+        from minigpt.tokenizer import BPETokenizer
+
+        files = [checkpoint / "encoder.json", checkpoint / "vocab.bpe"]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{checkpoint} has no {' or '.join(missing)}: put GPT-2's tokenizer files "
+                "beside its weights"
+            )
+        model = DecoderLM.from_gpt2(checkpoint).to(resolve_device(device or "auto"))
+        return model.eval(), BPETokenizer.from_gpt2_files(*files)
+    model, tokenizer, _ = load_model_for_inference(checkpoint, device=device or "auto")
+    return model, tokenizer
+
+
 def _sample(
     checkpoint: Path,
     prompt: str,
@@ -212,17 +240,32 @@ def _sample(
     top_p: float | None,
     seed: int,
     device: str | None,
+    **settings: Any,
 ) -> str:
-    """Load a checkpoint and sample from it with `generate.sample_text` (seeded)."""
-    import torch
+    """Load a checkpoint and sample from it with `generation.sample_text` (seeded)."""
+    from minigpt.generate import GenerationConfig, sample_text
 
-    from minigpt.generate import sample_text
-    from minigpt.training.checkpoint import load_model_for_inference
+    model, tokenizer = _load_for_sampling(checkpoint, device)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_k=top_k, top_p=top_p, seed=seed, **settings)  # fmt: skip
+    return sample_text(model, tokenizer, prompt, config)
 
-    model, tokenizer, _ = load_model_for_inference(checkpoint, device=device or "auto")
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return sample_text(model, tokenizer, prompt, max_new_tokens, temperature=temperature,
-                       top_k=top_k, top_p=top_p, generator=generator)  # fmt: skip
+
+def _read_shots(path: Path) -> list[tuple[str, str]]:
+    """(input, label) examples from a text file: one `input<TAB>label` per line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--shots file {path} not found")
+    shots = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if "\t" not in line:
+            raise UsageError(f"{path}:{n}: expected 'input<TAB>label', got {line[:40]!r}")
+        text, label = line.rsplit("\t", 1)
+        shots.append((text.strip(), label.strip()))
+    if not shots:
+        raise UsageError(f"--shots file {path} holds no 'input<TAB>label' lines")
+    return shots
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -234,11 +277,44 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.beam < 1:
+        raise UsageError(f"--beam must be at least 1, got {args.beam}")
+    if args.repetition_penalty <= 0:
+        raise UsageError(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+    from minigpt.generate import GenerationConfig, classify, few_shot_prompt, sample_text
+    from minigpt.models import EncoderLM
+
+    shots = _read_shots(Path(args.shots)) if args.shots else None
+    model, tokenizer = _load_for_sampling(Path(args.checkpoint), args.device)
+    if shots is not None:  # in-context learning: build the prompt, score the labels
+        if isinstance(model, EncoderLM):
+            raise UsageError("--shots needs a GPT or seq2seq checkpoint (an MLM fills [MASK])")
+        from minigpt.generate import score_labels
+
+        prompt = few_shot_prompt(args.prompt, shots)
+        labels = list(dict.fromkeys(label for _, label in shots))
+        scores = score_labels(model, tokenizer, prompt, labels)
+        print(prompt)
+        for label, logp in scores.items():
+            print(f"  log p({label!r}) = {logp:.3f}")
+        print(f"answer: {classify(model, tokenizer, prompt, labels)}")
+        return 0
     for i in range(args.num_samples):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(_sample(Path(args.checkpoint), args.prompt, args.max_new_tokens,
-                      args.temperature, args.top_k, args.top_p, args.seed + i, args.device))
+        config = GenerationConfig(
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p, greedy=args.greedy, seed=args.seed + i, stop=tuple(args.stop),
+            repetition_penalty=args.repetition_penalty, num_beams=args.beam,
+        )  # fmt: skip
+        if args.stream:
+            sample_text(model, tokenizer, args.prompt, config,
+                        on_text=lambda piece: print(piece, end="", flush=True))  # fmt: skip
+            print()
+        else:
+            print(sample_text(model, tokenizer, args.prompt, config))
     return 0
 
 
@@ -264,37 +340,95 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- info
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
+def _info_source(args: argparse.Namespace) -> tuple[Any, str, str]:
+    """(config, model_class, description) from --checkpoint, or the preset with overrides."""
     from minigpt.config import ModelConfig
-    from minigpt.models import build_model
     from minigpt.training.settings import OBJECTIVES
 
+    if args.checkpoint:
+        from minigpt.training.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)
+        config = ModelConfig.from_dict(ckpt["model_config"])
+        return config, ckpt["model_class"], f"checkpoint {args.checkpoint} ({ckpt['model_class']})"
     overrides = {k: v for k, v in (("vocab_size", args.vocab_size), ("d_model", args.d_model),
                                    ("n_layers", args.n_layers), ("n_heads", args.n_heads),
-                                   ("max_len", args.block_size)) if v is not None}
+                                   ("d_ff", args.d_ff), ("max_len", args.block_size))
+                 if v is not None}  # fmt: skip
     # a seq2seq model needs its pad/start token ids, which come from a tokenizer; any id
     # gives the same sizes, and info has no tokenizer, so 0 stands in
     config = ModelConfig.from_preset(args.preset, pad_id=0, start_id=0, **overrides)
     model_class = OBJECTIVES[args.objective].model_class
-    with torch.device("meta"):  # count and estimate without allocating the weights
-        model = build_model(model_class, config)
-    n_params = model.num_parameters()
-    n_body = model.num_parameters(exclude_embeddings=True)
-    flops = model.flops_per_token()
-    print(f"preset            {args.preset} ({model_class}, objective {args.objective})")
-    print(f"shape             d_model {config.d_model}, {config.n_layers} layers, "
-          f"{config.n_heads} heads, d_ff {config.d_ff}, block {config.max_len}, "
-          f"vocab {config.vocab_size:,}")
-    print(f"parameters        {n_params:,} ({n_body:,} without embeddings)")
-    print(f"training FLOPs    {flops:,.0f} per token (forward + backward)")
-    # The course's memory table: fp32 weights 4 bytes/param, gradients +4, Adam's two moments +8,
-    # activations and temporaries about +8 more (a high-end estimate) -> ~24 bytes per parameter.
-    state_gib = 16 * n_params / 2**30
-    total_gib = 24 * n_params / 2**30
-    print(f"training memory   ~{state_gib:.2f} GiB weights+grads+Adam (16 B/param), "
-          f"~{total_gib:.2f} GiB with activations (24 B/param, the course's rule of thumb)")
+    return config, model_class, f"preset {args.preset} ({model_class}, objective {args.objective})"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from minigpt import memory
+    from minigpt.scaling import count_parameters, flops_per_token
+
+    if args.batch_size < 1 or args.gpus < 1:
+        raise UsageError(f"--batch-size and --gpus must be at least 1, got {args.batch_size}, "
+                         f"{args.gpus}")  # fmt: skip
+    config, model_class, source = _info_source(args)
+    n_params = count_parameters(config, model_class)
+    n_body = count_parameters(config, model_class, exclude_embeddings=True)
+    b, t, gib = args.batch_size, config.max_len, memory.GIB
+    print(f"{'model':18s}{source}")
+    print(f"{'shape':18s}d_model {config.d_model}, {config.n_layers} layers, "
+          f"{config.n_heads} heads, d_ff {config.d_ff}, block {t}, vocab {config.vocab_size:,}")
+    print(f"{'parameters':18s}{n_params:,} ({n_body:,} without embeddings)")
+    print(f"{'training FLOPs':18s}{flops_per_token(config, model_class):,.0f} per token "
+          "(forward + backward)")
+    print("\nweights alone (inference):  "
+          + ", ".join(f"{p} {memory.model_bytes(n_params, p) / gib:.3g} GiB"
+                      for p in memory.PRECISIONS))  # fmt: skip
+    if model_class != "DecoderLM":
+        print("(the activation estimate below counts a GPT's blocks; this family differs)")
+    print(f"\ntraining with Adam, micro-batch {b} x {t} tokens (GiB; activations: "
+          "minigpt.memory.activation_bytes):")
+    print(f"  {'precision':10s}{'weights':>9s}{'grads':>9s}{'optim.':>9s}{'activ.':>9s}"
+          f"{'total':>9s}{'peak':>9s}")
+    for precision in ("fp32", "bf16"):
+        value = memory.BYTES_PER_VALUE[precision]
+        acts = memory.activation_bytes(config, b, bytes_per_value=value)
+        m = memory.training_bytes(n_params, precision, acts)
+        peak = memory.peak_training_bytes(m, memory.logits_bytes(config, b, bytes_per_value=value))
+        label = precision if precision == "fp32" else "bf16/fp16"
+        print(f"  {label:10s}" + "".join(f"{x / gib:9.3f}" for x in (*m, m.total, peak)))
+    print("  optim. = Adam's two moments (+ fp32 master weights in 16-bit); peak = backward's "
+          "start\n  (memory.peak_training_bytes); int8 only stores a trained model "
+          "(`minigpt quantize`)")
+    n_dev = args.gpus if args.gpus > 1 else 8
+    print(f"\nmodel states per device across {n_dev} devices, bf16 mixed precision "
+          "(2 + 2 + 12 bytes per parameter, Rajbhandari et al. 2020):")
+    print("  " + "   ".join(
+        f"{name} {memory.zero_bytes_per_device(n_params, n_dev, stage) / gib:.3g} GiB"
+        for stage, name in enumerate(("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"))))  # fmt: skip
+    where = f"{args.gpus} of each card" if args.gpus > 1 else "one card"
+    print(f"\ndoes it train on my GPU? (batch {b}, {where}, 90% of the memory usable)")
+    cards = dict(memory.GPU_CARDS)
+    if args.gpu_memory:
+        cards[f"your card ({args.gpu_memory:g} GiB)"] = args.gpu_memory
+    for card, size in cards.items():
+        setting = memory.smallest_fitting_setting(config, n_params, size * gib, b, t, args.gpus)
+        answer = f"yes: {setting.describe()}" if setting else "no setting fits"
+        print(f"  {card:26s}{answer}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from minigpt.training.checkpoint import quantize_checkpoint
+
+    if not args.int8:
+        raise UsageError("choose a format: --int8 (the one minigpt quantizes to)")
+    src = Path(args.checkpoint)
+    out = Path(args.out) if args.out else src.with_name(src.stem + "-int8" + src.suffix)
+    if out.resolve() == src.resolve():
+        raise UsageError(f"--out {out} is the input checkpoint; write the int8 model elsewhere")
+    path = quantize_checkpoint(src, out, per_channel=not args.per_tensor)
+    before, after = src.stat().st_size, path.stat().st_size
+    print(f"wrote {path}: {after / 2**20:.2f} MiB (was {before / 2**20:.2f} MiB with the "
+          f"optimizer state); sample and eval it like any checkpoint")
     return 0
 
 
@@ -304,9 +438,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from minigpt.config import ACTIVATIONS, POSITIONALS, PRESETS
     from minigpt.device import DEVICES
+    from minigpt.generate import GenerationConfig
     from minigpt.parallel.ddp import STRATEGIES
     from minigpt.training.precision import PRECISIONS
-    from minigpt.training.settings import OBJECTIVES, PARALLEL_MODES
+    from minigpt.training.settings import OBJECTIVES, PARALLEL_MODES, PIPELINE_SCHEDULES
 
     objectives = "; ".join(f"{o.name}: {o.summary}" for o in OBJECTIVES.values())
     families = ", ".join(f"{o.name} = {o.model_class}" for o in OBJECTIVES.values())
@@ -374,6 +509,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddp-strategy", choices=STRATEGIES, default=None,
                    help="with --parallel ddp/zero1: how gradients are averaged (default: "
                    "overlap, bucketed all-reduces launched during backward)")
+    p.add_argument("--stages", type=int, default=None,
+                   help="with --parallel pipeline: stages the model's blocks are cut into; the "
+                   "process count must be stages x replicas (default 2)")
+    p.add_argument("--microbatches", type=int, default=None,
+                   help="with --parallel pipeline: micro-batches each replica's batch is split "
+                   "into (default 4; at most batch size x grad accum)")
+    p.add_argument("--schedule", choices=PIPELINE_SCHEDULES, default=None,
+                   help="with --parallel pipeline: the order of passes: gpipe (all forwards, "
+                   "then backwards), 1f1b (less memory), zb (zero-bubble ZB-H1) (default 1f1b)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for checkpoints, metrics and plots "
                    "(default: runs/<objective>-<preset>)")
@@ -385,14 +529,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a checkpoint",
                        description="Generate from a checkpoint (GPT: continue a prompt; "
                        "MLM: fill [MASK]; span/seq2seq: generate from an input).")
-    p.add_argument("checkpoint", help="path to a ckpt.pt written by `minigpt train`")
+    p.add_argument("checkpoint", help="path to a ckpt.pt written by `minigpt train`, or a "
+                   "folder with GPT-2's model.safetensors / pytorch_model.bin, encoder.json "
+                   "and vocab.bpe")
     p.add_argument("--prompt", default="", help="text to continue / fill (default: empty)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=0.8,
-                   help="softmax temperature; 0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only from the k likeliest")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="nucleus sampling: smallest set with probability >= p")
+    panel = GenerationConfig()  # the course's inference panel: the defaults shown in --help
+    p.add_argument("--max-new-tokens", type=int, default=panel.max_new_tokens,
+                   help=f"at most this many new tokens (default {panel.max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=panel.temperature,
+                   help=f"softmax temperature; 0 = greedy (default {panel.temperature})")
+    p.add_argument("--top-k", type=int, default=panel.top_k,
+                   help=f"sample only from the k likeliest (default {panel.top_k})")
+    p.add_argument("--top-p", type=float, default=panel.top_p,
+                   help="nucleus sampling: smallest set with probability >= p "
+                   f"(default {panel.top_p:g} = off)")
+    p.add_argument("--greedy", action="store_true",
+                   help="always take the likeliest token (same as --temperature 0)")
+    p.add_argument("--beam", type=int, default=panel.num_beams, metavar="N",
+                   help=f"beam search with N beams (GPT and seq2seq; default {panel.num_beams} "
+                   "= off)")
+    p.add_argument("--repetition-penalty", type=float, default=panel.repetition_penalty,
+                   help=f"make tokens already written less likely, e.g. 1.3 (default "
+                   f"{panel.repetition_penalty:g} = off)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the sample where TEXT appears (repeatable)")
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument("--shots", default=None, metavar="FILE",
+                   help="in-context learning: FILE holds 'input<TAB>label' examples; the prompt "
+                   "is built in the course's 'Classify this review:' format with --prompt as "
+                   "the input, and each label is scored by log-likelihood")
     p.add_argument("--num-samples", type=int, default=1, help="how many samples to print")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default=None, help=devices)
@@ -407,19 +572,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help=devices)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("info", help="parameters, FLOPs per token and memory of a model",
-                       description="Parameter count, training FLOPs per token and a memory "
-                       "estimate for a preset (nothing is allocated).")
+    p = sub.add_parser("info", help="parameters, FLOPs, memory, and whether it trains on a GPU",
+                       description="Parameter count, training FLOPs per token, the memory "
+                       "table at each precision and sharding, and the smallest setting that "
+                       "trains it on common GPUs (nothing is allocated).")
     p.add_argument("--preset", choices=tuple(PRESETS), default="tiny",
                    help="model size, a preset of minigpt.config (default: tiny)")
+    p.add_argument("--checkpoint", default=None, help="describe this ckpt.pt's model instead")
     p.add_argument("--objective", choices=tuple(OBJECTIVES), default="clm",
                    help=f"model family: {families}")
     p.add_argument("--vocab-size", type=int, default=None, help="override the vocabulary size")
     p.add_argument("--d-model", type=int, default=None, help="override the model width")
     p.add_argument("--n-layers", type=int, default=None, help="override the number of layers")
     p.add_argument("--n-heads", type=int, default=None, help="override the attention heads")
+    p.add_argument("--d-ff", type=int, default=None, help="override the feed-forward width")
     p.add_argument("--block-size", type=int, default=None, help="override the context length")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="sequences per optimizer step, for the activation memory (default 16)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="devices to train on (ZeRO shards across them) (default 1)")
+    p.add_argument("--gpu-memory", type=float, default=None, metavar="GIB",
+                   help="also check a card with this much memory in GiB")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("quantize", help="write an int8 copy of a checkpoint",
+                       description="Store a trained model's linear weights as int8 with "
+                       "absmax scales; `sample` and `eval` accept the result.")
+    p.add_argument("checkpoint", help="path to a ckpt.pt written by `minigpt train`")
+    p.add_argument("--int8", action="store_true", help="symmetric absmax int8 weights")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="one scale per matrix instead of one per output channel")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help="where to write it (default: CKPT-int8.pt beside the input)")
+    p.set_defaults(func=cmd_quantize)
     return parser
 
 

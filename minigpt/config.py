@@ -13,7 +13,8 @@ from typing import Any
 
 # The choices a config may name, listed once: the CLI, the trainer's settings and the layers
 # read them from here.
-ACTIVATIONS = ("relu", "gelu")  # feed-forward non-linearity (minigpt/feedforward.py)
+# feed-forward non-linearity (minigpt/feedforward.py); "gelu_tanh" is GPT-2's approximation
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 POSITIONALS = ("sinusoidal", "learned", "rope")  # how positions enter (minigpt/embeddings.py)
 
 

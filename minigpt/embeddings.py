@@ -84,7 +84,14 @@ def sinusoidal_table(max_len: int, d_model: int, base: float = 10000.0) -> Tenso
     return table.to(torch.float32)
 
 
-def _check_length(t: int, offset: int, max_len: int) -> None:
+def _check_length(t: int, offset: int | Tensor, max_len: int) -> None:
+    if isinstance(offset, Tensor):  # per-row positions (B, T) of a padded batch
+        if offset.numel() and (int(offset.min()) < 0 or int(offset.max()) >= max_len):
+            raise ValueError(
+                f"positions must lie in [0, {max_len}), got {int(offset.min())}.."
+                f"{int(offset.max())}; shorten the input or build the model with a larger max_len"
+            )
+        return
     if offset < 0:
         raise ValueError(f"offset={offset} must be >= 0")
     if t + offset > max_len:
@@ -109,10 +116,13 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.max_len = max_len
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, T, d_model) -> x + pe[offset:offset+T]."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x (B, T, d_model) -> x + pe[offset:offset+T]; a (B, T) tensor `offset` gives each
+        token its own position (left-padded batches)."""
         t = x.size(-2)
         _check_length(t, offset, self.max_len)
+        if isinstance(offset, Tensor):
+            return x + self.pe[offset].to(x.dtype)  # (B, T, d_model)
         return x + self.pe[offset : offset + t].to(x.dtype)
 
 
@@ -139,10 +149,13 @@ class LearnedPositionalEmbedding(nn.Module):
         """The (max_len, d_model) table of position vectors."""
         return self.embedding.weight
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, T, d_model) -> x + weight[offset:offset+T]."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x (B, T, d_model) -> x + weight[offset:offset+T] (or weight[positions] for a
+        (B, T) tensor)."""
         t = x.size(-2)
         _check_length(t, offset, self.max_len)
+        if isinstance(offset, Tensor):
+            return x + self.embedding(offset)
         return x + self.embedding.weight[offset : offset + t]
 
 
@@ -165,7 +178,8 @@ def rotary_tables(max_len: int, d_head: int, base: float = 10000.0) -> tuple[Ten
 def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Turn each coordinate pair (x_i, x_{i + d/2}) of x (..., T, d) by its position's angle.
 
-    cos, sin: (T, d / 2). The pair (a, b) becomes (a cos - b sin, a sin + b cos), a 2-D rotation.
+    cos, sin: (T, d / 2), or broadcastable to x's (..., T, d / 2). The pair (a, b) becomes
+    (a cos - b sin, a sin + b cos), a 2-D rotation.
     RoFormer pairs neighbouring coordinates (2i, 2i + 1); pairing i with i + d/2 is the same
     rotation up to a fixed reordering of the head's coordinates, which the learned projections
     absorb, and it works on two contiguous halves instead of strided elements.
@@ -195,10 +209,16 @@ class RotaryPositionalEmbedding(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (..., T, d_head) at positions offset..offset+T-1 -> rotated x, same shape."""
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """x (..., T, d_head) at positions offset..offset+T-1 -> rotated x, same shape.
+
+        A (B, T) tensor `offset` gives each row its own positions, for x (B, H, T, d_head).
+        """
         t = x.size(-2)
         _check_length(t, offset, self.max_len)
+        if isinstance(offset, Tensor):
+            cos, sin = self.cos[offset][:, None], self.sin[offset][:, None]  # (B, 1, T, d/2)
+            return rotate_pairs(x, cos, sin)
         return rotate_pairs(x, self.cos[offset : offset + t], self.sin[offset : offset + t])
 
     def extra_repr(self) -> str:

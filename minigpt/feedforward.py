@@ -22,6 +22,8 @@ class FeedForward(nn.Module):
 
     "gelu" is the exact erf form, x * Phi(x) (Hendrycks & Gimpel 2016), the same as
     `nn.TransformerEncoderLayer(activation="gelu")`, so parity tests can compare the two.
+    "gelu_tanh" is the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    that GPT-2 was trained with (its weights expect it: `DecoderLM.from_gpt2`).
     The dropout sits after the activation, where `nn.TransformerEncoderLayer` puts it.
     """
 
@@ -46,5 +48,10 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (..., d_model) -> (..., d_model)."""
         h = self.fc1(x)  # (..., d_ff)
-        h = F.relu(h) if self.activation == "relu" else F.gelu(h)  # exact erf gelu
+        if self.activation == "relu":
+            h = F.relu(h)
+        elif self.activation == "gelu_tanh":
+            h = F.gelu(h, approximate="tanh")  # GPT-2's approximation
+        else:
+            h = F.gelu(h)  # exact erf gelu
         return self.fc2(self.dropout(h))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from minigpt.attention import KVCache, MultiHeadAttention
+from minigpt.attention import KVCache, MultiHeadAttention, StaticKVCache
 from minigpt.dropout import Dropout
 from minigpt.feedforward import FeedForward
 
@@ -70,11 +70,13 @@ class EncoderLayer(nn.Module):
         x: Tensor,
         mask: Tensor | None = None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor:
-        """x (B, T, d_model) -> (B, T, d_model). `cache`: keys/values of earlier positions."""
+        """x (B, T, d_model) -> (B, T, d_model). `cache`: keys/values of earlier positions;
+        `positions` (B, T): per-row positions for RoPE (padded batches)."""
 
-        how = dict(mask=mask, is_causal=is_causal, cache=cache)  # which keys each query sees
+        how = dict(mask=mask, is_causal=is_causal, cache=cache, positions=positions)
         if self.norm_first:  # x + sublayer(norm(x))
             x = x + self.dropout1(self.self_attn(self.norm1(x), **how))
             return x + self.dropout2(self.ffn(self.norm2(x)))
@@ -92,13 +94,24 @@ class GPTBlock(EncoderLayer):
     every earlier position kept in the cache.
     """
 
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for incremental decoding through this block."""
-        return KVCache()
+    def new_cache(self, capacity: int | None = None) -> KVCache | StaticKVCache:
+        """An empty key/value cache for incremental decoding through this block: growing, or
+        preallocated for `capacity` positions (`StaticKVCache`)."""
+        return KVCache() if capacity is None else StaticKVCache(capacity)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:  # type: ignore[override]
-        """x (B, T, d_model) -> (B, T, d_model), each position seeing itself and the past."""
-        return super().forward(x, is_causal=True, cache=cache)
+    def forward(  # type: ignore[override]
+        self,
+        x: Tensor,
+        cache: KVCache | StaticKVCache | None = None,
+        mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """x (B, T, d_model) -> (B, T, d_model), each position seeing itself and the past.
+
+        `mask` (a keep mask, e.g. from `attention.padded_positions_and_mask`) further hides
+        keys such as padding; `positions` (B, T) are per-row positions for RoPE.
+        """
+        return super().forward(x, mask=mask, is_causal=True, cache=cache, positions=positions)
 
 
 class LayerCache:
@@ -122,6 +135,11 @@ class LayerCache:
         """Forget everything, to start a new sequence."""
         self.self_attn.reset()
         self.cross_attn.reset()
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` in both caches (beam search follows its beams)."""
+        self.self_attn.reorder(index)
+        self.cross_attn.reorder(index)
 
 
 class DecoderLayer(nn.Module):

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minigpt.attention import KVCache, padding_mask
+from minigpt import scaling
+from minigpt.attention import KVCache, StaticKVCache, padded_positions_and_mask, padding_mask
 from minigpt.config import ModelConfig
 from minigpt.dropout import Dropout
 from minigpt.embeddings import (
@@ -81,8 +83,9 @@ class InputEmbedding(nn.Module):
             self.position = LearnedPositionalEmbedding(c.max_len, c.d_model)
         self.dropout = Dropout(c.dropout)
 
-    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
-        """ids (B, T) -> (B, T, d_model); `offset` = position of the first id (KV caching)."""
+    def forward(self, ids: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """ids (B, T) -> (B, T, d_model); `offset` = position of the first id (KV caching), or
+        a (B, T) tensor of every id's position (left-padded batches)."""
         x = self.token(ids)
         if self.position is not None:
             x = self.position(x, offset)
@@ -247,8 +250,8 @@ class EncoderDecoder(nn.Module):
 class LanguageModel(nn.Module):
     """What the three families share: the loss, parameter and FLOP counts.
 
-    A subclass sets `config` and `lm_head`, and implements `input_embedding` and
-    `_attention_layers()` (how many T x T attention maps one token goes through, for FLOPs).
+    A subclass sets `config` and `lm_head`, and implements `input_embedding`. The FLOP and
+    parameter formulas live in `minigpt.scaling`; `num_parameters` counts the real tensors.
     """
 
     config: ModelConfig
@@ -286,25 +289,10 @@ class LanguageModel(nn.Module):
             total -= sum(p.numel() for p in tables.values())
         return total
 
-    def _attention_layers(self) -> int:
-        raise NotImplementedError
-
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs (forward + backward) per token at context `seq_len` (default max_len).
-
-        6 * N + 6 * L_attn * T * d_model, Kaplan et al. 2020 table 1 (forward 2N + 2 n_layer
-        n_ctx d_attn; backward twice the forward); Chinchilla (Hoffmann et al. 2022, app. F)
-        also counts the output projection. Here N = non-embedding parameters + the vocab x
-        d_model output projection (a real matmul per token, tied or not; input lookups cost no
-        FLOPs); L_attn = attention maps per token (Seq2SeqLM: encoder + 2 x decoder, for self-
-        and cross-attention), counted unmasked although a causal model computes about half.
-        PaLM (Chowdhery et al. 2022, app. B) and nanoGPT's MFU use 12 * L * T * d instead
-        (both QK^T and the weighted sum of V); the extra term is T / (12 d_model) of 6N.
-        """
-        c = self.config
-        t = c.max_len if seq_len is None else seq_len
-        n_matmul = self.num_parameters(exclude_embeddings=True) + c.vocab_size * c.d_model
-        return 6 * n_matmul + 6 * self._attention_layers() * t * c.d_model
+        """Training FLOPs per token at context `seq_len`: `minigpt.scaling.flops_per_token`."""
+        family = next(k.__name__ for k in type(self).__mro__ if k.__name__ in MODEL_CLASSES)
+        return scaling.flops_per_token(self.config, family, seq_len)
 
 
 class DecoderLM(LanguageModel):
@@ -334,26 +322,53 @@ class DecoderLM(LanguageModel):
         """The token + position embedding."""
         return self.embedding
 
-    def new_cache(self) -> list[KVCache]:
-        """Empty per-block key/value caches for incremental decoding."""
-        return [block.new_cache() for block in self.blocks]
+    def new_cache(self, capacity: int | None = None) -> list[KVCache | StaticKVCache]:
+        """Empty per-block key/value caches for incremental decoding: growing ones, or static
+        ones preallocated for `capacity` positions (at most config.max_len)."""
+        if capacity is not None and capacity > self.config.max_len:
+            raise ValueError(
+                f"cache capacity {capacity} > max_len={self.config.max_len}: positions past "
+                "max_len have no encoding"
+            )
+        return [block.new_cache(capacity) for block in self.blocks]
+
+    @classmethod
+    def from_gpt2(cls, path: str | Path, n_heads: int | None = None) -> DecoderLM:
+        """GPT-2 with OpenAI's published weights, read from `path` (a folder holding
+        `model.safetensors` or `pytorch_model.bin`, or one of those files). See
+        `minigpt/gpt2_weights.py`; sizes come from the tensors, n_heads = d_model / 64."""
+        from minigpt.gpt2_weights import load_gpt2_checkpoint
+
+        config, state = load_gpt2_checkpoint(path, n_heads=n_heads)
+        model = cls(config)
+        model.load_state_dict(state)
+        return model
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, cache: list[KVCache] | None = None
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        cache: list[KVCache | StaticKVCache] | None = None,
+        key_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """idx (B, T) -> logits (B, T, vocab), loss vs targets (B, T) or None."""
+        """idx (B, T) -> logits (B, T, vocab), loss vs targets (B, T) or None.
+
+        `key_mask` (B, T_cached + T), True at real tokens: rows padded (e.g. on the left, to
+        batch prompts of different lengths) get per-row positions and never attend to padding.
+        """
         check_cache(cache, len(self.blocks))
         offset = 0 if cache is None else cache[0].length  # position of idx's first token
-        x = self.embedding(idx, offset)  # (B, T, d_model)
+        positions, mask = None, None
+        if key_mask is not None:
+            positions, mask = padded_positions_and_mask(key_mask, idx.size(1))
+        x = self.embedding(idx, offset if positions is None else positions)  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache=None if cache is None else cache[i])  # sees only the past
+            layer_cache = None if cache is None else cache[i]
+            x = block(x, cache=layer_cache, mask=mask, positions=positions)  # sees the past
         if self.norm is not None:
             x = self.norm(x)
         logits = self.lm_head(x)  # (B, T, vocab)
         return logits, self.loss(logits, targets)
-
-    def _attention_layers(self) -> int:
-        return self.config.decoder_layers
 
 
 class EncoderLM(LanguageModel):
@@ -390,9 +405,6 @@ class EncoderLM(LanguageModel):
         h = self.encoder(inputs, self._padding_mask(inputs))  # (B, T, d_model)
         logits = self.lm_head(self.head_transform(h))  # (B, T, vocab)
         return logits, self.loss(logits, targets)
-
-    def _attention_layers(self) -> int:
-        return self.config.encoder_layers
 
 
 class Seq2SeqLM(LanguageModel):
@@ -463,9 +475,6 @@ class Seq2SeqLM(LanguageModel):
         memory, mask = self.encode(inputs)
         logits = self.decode(decoder_inputs, memory, mask)
         return logits, self.loss(logits, targets)
-
-    def _attention_layers(self) -> int:
-        return self.config.encoder_layers + 2 * self.config.decoder_layers
 
 
 # The model registry: every family a checkpoint or an objective may name, by class name. One

@@ -113,3 +113,71 @@ def plot_training_curves(
         "val loss": series(records, "eval", "val_loss"),
     }
     return plot_curves(curves, path, title=title, hline=hline)
+
+
+# Colours of a pipeline timeline's passes: forward, backward (input gradient), weight
+# gradient; waiting in a receive is drawn as a thin grey bar under the stage's row.
+_PIPE_COLOURS = {"F": "#4c72b0", "B": "#dd8452", "W": "#55a868"}
+
+
+def plot_pipeline_timeline(
+    panels: Mapping[str, Sequence[Any]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    xlabel: str = "time (units of one forward)",
+    scale: float = 1.0,
+) -> Path:
+    """Gantt charts of pipeline timelines (lesson 13), one panel per named timeline.
+
+    Each timeline is a sequence of `minigpt.parallel.schedules.Event` (stage, op, microbatch,
+    start, end): simulated by `simulate` or measured by the executor. One row per stage,
+    stage 0 on top; F, B and W bars carry their micro-batch number, the white gaps are the
+    bubble, grey bars under a row are time spent waiting in a receive. `scale` multiplies the
+    times (1000 turns measured seconds into milliseconds).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_stages = max(1 + max(e.stage for e in events) for events in panels.values())
+    height = 0.9 + (0.42 * n_stages + 0.55) * len(panels)
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(10, height))
+    span = max(e.end for events in panels.values() for e in events) * scale
+    for ax, (name, events) in zip(axes[:, 0], panels.items(), strict=True):
+        for e in events:
+            start, width = e.start * scale, (e.end - e.start) * scale
+            if e.op in _PIPE_COLOURS:
+                ax.barh(e.stage, width, left=start, height=0.72, color=_PIPE_COLOURS[e.op],
+                        edgecolor="white", linewidth=0.5)  # fmt: skip
+                if width > span / 90:
+                    ax.text(start + width / 2, e.stage, str(e.microbatch), ha="center",
+                            va="center", fontsize=6.5, color="white")  # fmt: skip
+            elif e.op == "recv" and width > 0:
+                ax.barh(e.stage + 0.43, width, left=start, height=0.1, color="0.6")
+        ax.set_ylim(n_stages - 0.45, -0.6)
+        ax.set_yticks(range(n_stages), [f"stage {s}" for s in range(n_stages)], fontsize=8)
+        ax.set_xlim(0, span * 1.01)
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[-1, 0].set_xlabel(xlabel)
+    used = {e.op for events in panels.values() for e in events}
+    names = {"F": "forward", "B": "backward (B: input gradient only, where W is split off)",
+             "W": "weight gradient (W)"}  # fmt: skip
+    if "W" not in used:
+        names["B"] = "backward"
+    handles = [Patch(color=c, label=names[op]) for op, c in _PIPE_COLOURS.items() if op in used]
+    if "recv" in used:
+        handles.append(Patch(color="0.6", label="waiting in a receive"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.3 / height))  # room: legend, title
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

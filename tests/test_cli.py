@@ -233,3 +233,161 @@ def test_train_sets_the_wait_policy_before_the_parser_imports_torch(
     calls.clear()
     run_cli(["info", "--help"], capsys)
     assert calls == ["parser"]  # only training runs long enough for the policy to matter
+
+
+# --- minigpt sample: the course's panel, greedy, beams, stop strings, streaming, shots
+
+
+def _tiny_checkpoint(tmp_path: Path, family: str = "DecoderLM") -> Path:
+    import torch
+
+    from minigpt.config import ModelConfig
+    from minigpt.models import MODEL_CLASSES
+    from minigpt.tokenizer import EOT, CharTokenizer
+    from minigpt.training.checkpoint import save_checkpoint
+
+    text = ("Classify this review: I loved this movie! I don't like this chair. "
+            "Who would use this product? Sentiment Positive Negative\n")
+    tok = CharTokenizer.train(text, [EOT])
+    torch.manual_seed(0)
+    ids = dict(pad_id=tok.special_tokens[EOT], start_id=tok.special_tokens[EOT])
+    cfg = ModelConfig(vocab_size=tok.vocab_size, max_len=256, d_model=32, n_heads=2,
+                      n_layers=1, d_ff=64, **(ids if family == "Seq2SeqLM" else {}))
+    model = MODEL_CLASSES[family](cfg)
+    return save_checkpoint(tmp_path / f"{family}.pt", model=model, model_config=cfg.to_dict(),
+                           tokenizer=tok)
+
+
+def test_sample_help_shows_the_course_panel_defaults(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(["sample", "--help"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    for text in ("(default 200)", "(default 25)", "(default 1 = off)", "(default 0.8)"):
+        assert text in flat
+    for flag in ("--greedy", "--top-k", "--top-p", "--beam", "--stop", "--stream", "--shots"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("family", ["DecoderLM", "Seq2SeqLM"])
+def test_sample_flags_for_each_family(
+    family: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = str(_tiny_checkpoint(tmp_path, family))
+    base = ["sample", ckpt, "--prompt", "Sentiment", "--max-new-tokens", "12", "--device", "cpu"]
+    code, greedy, err = run_cli([*base, "--greedy"], capsys)
+    assert code == 0, err
+    code, zero_t, _ = run_cli([*base, "--temperature", "0"], capsys)
+    assert greedy == zero_t  # --greedy is temperature 0
+    code, beam1, _ = run_cli([*base, "--beam", "1", "--greedy"], capsys)
+    assert beam1 == greedy
+    code, beam, err = run_cli([*base, "--beam", "3"], capsys)
+    assert code == 0 and beam.strip(), err
+    code, a, _ = run_cli([*base, "--top-k", "5", "--top-p", "0.9", "--seed", "4"], capsys)
+    code, b, _ = run_cli([*base, "--top-k", "5", "--top-p", "0.9", "--seed", "4"], capsys)
+    assert a == b  # seeded
+    code, streamed, err = run_cli([*base, "--seed", "4", "--top-k", "5", "--top-p", "0.9",
+                                   "--stream"], capsys)
+    assert code == 0 and streamed == a, err  # streamed pieces add up to the same text
+    code, full, _ = run_cli([*base, "--seed", "7", "--temperature", "2"], capsys)
+    full = full.rstrip("\n")
+    head = "Sentiment" if family == "DecoderLM" else ""  # a GPT repeats its prompt
+    cont = full[len(head) :]
+    stop = next((c for c in cont if c.strip()), None)
+    if stop is not None:
+        code, cut, err = run_cli([*base, "--seed", "7", "--temperature", "2", "--stop", stop],
+                                 capsys)
+        assert code == 0, err
+        assert cut.rstrip("\n") == head + cont[: cont.index(stop)]
+
+
+def test_sample_shots_scores_labels_and_bad_files_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = str(_tiny_checkpoint(tmp_path))
+    shots = tmp_path / "shots.tsv"
+    shots.write_text("I loved this movie!\tPositive\nI don't like this chair.\tNegative\n")
+    code, out, err = run_cli(["sample", ckpt, "--prompt", "Who would use this product?",
+                              "--shots", str(shots)], capsys)
+    assert code == 0, err
+    assert out.count("Classify this review:") == 3 and "Sentiment: Positive" in out
+    assert "log p('Positive')" in out and "log p('Negative')" in out
+    assert out.strip().splitlines()[-1] in ("answer: Positive", "answer: Negative")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("no tab here\n")
+    for flags in (["--shots", str(bad)], ["--shots", str(tmp_path / "none.tsv")],
+                  ["--beam", "0"], ["--top-k", "0"]):
+        code, _, err = run_cli(["sample", ckpt, *flags], capsys)
+        assert_one_line_usage_error(code, err)
+
+
+# --- info's memory table and "does it train on my GPU?"; quantize -> sample / eval
+
+
+def test_info_memory_table_and_gpu_answer(capsys: pytest.CaptureFixture) -> None:
+    from minigpt import memory
+    from minigpt.config import ModelConfig
+    from minigpt.scaling import count_parameters
+
+    code, out, _ = run_cli(["info", "--preset", "gpt2-small", "--batch-size", "8"], capsys)
+    assert code == 0
+    n = count_parameters(ModelConfig.from_preset("gpt2-small"))
+    fp32 = next(line for line in out.splitlines() if line.strip().startswith("fp32 "))
+    weights_gib = float(fp32.split()[1])
+    assert weights_gib == pytest.approx(memory.model_bytes(n) / memory.GIB, abs=1e-3)
+    assert "ZeRO-3" in out and "int8" in out
+    answers = [line for line in out.splitlines() if "A100 80GB" in line or "T4" in line]
+    assert len(answers) == 2 and all("yes: bf16 mixed" in a for a in answers)
+    # a 7B-sized model on one 24 GB card: no setting fits; on 64 of them ZeRO does it
+    big = ["info", "--d-model", "4096", "--n-layers", "32", "--n-heads", "32", "--d-ff",
+           "11008", "--vocab-size", "32000", "--block-size", "2048", "--batch-size", "8"]
+    code, out, _ = run_cli(big, capsys)
+    assert code == 0 and "RTX 3090 / 4090 (24 GB)   no setting fits" in out
+    code, out, _ = run_cli([*big, "--gpus", "64"], capsys)
+    line = next(line for line in out.splitlines() if "RTX 3090" in line)
+    assert "yes" in line and "ZeRO-" in line
+    code, _, err = run_cli(["info", "--gpus", "0"], capsys)
+    assert_one_line_usage_error(code, err)
+
+
+@pytest.mark.slow
+def test_quantize_then_sample_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", "--data", str(corpus), "--tokenizer", "char", "--data-dir", str(tmp_path / "d"),
+         "--d-model", "64", "--n-layers", "2", "--n-heads", "2", "--d-ff", "128",
+         "--block-size", "16", "--batch-size", "8", "--max-steps", "40", "--eval-interval", "40",
+         "--lr", "0.01", "--precision", "fp32", "--device", "cpu", "--out", str(out),
+         "--no-sample"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    ckpt = out / "ckpt.pt"
+    code, text, err = run_cli(["quantize", str(ckpt)], capsys)  # no format chosen
+    assert_one_line_usage_error(code, err)
+    code, text, err = run_cli(["quantize", str(ckpt), "--int8"], capsys)
+    assert code == 0, err
+    q = out / "ckpt-int8.pt"
+    assert q.is_file() and str(q) in text
+    code, _, err = run_cli(["quantize", str(q), "--int8"], capsys)  # twice is a mistake
+    assert_one_line_usage_error(code, err)
+
+    from minigpt.quantize import Int8Linear
+    from minigpt.training.checkpoint import load_model_for_inference
+
+    model, _, meta = load_model_for_inference(q, device="cpu")
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 2 * 6
+    assert meta["extra"]["quantization"] == "int8-per-channel"
+
+    from minigpt.training.run import evaluate_checkpoint
+
+    code, text, err = run_cli(["eval", str(q), "--device", "cpu"], capsys)
+    assert code == 0 and "bits per byte" in text, err
+    before = evaluate_checkpoint(ckpt, device="cpu")["val_bpb"]
+    after = evaluate_checkpoint(q, device="cpu")["val_bpb"]
+    assert after != before and abs(after - before) < 0.05 * before  # rounding, not ruin
+    code, text, err = run_cli(["sample", str(q), "--prompt", "the ", "--max-new-tokens", "20",
+                               "--device", "cpu"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert text.strip()

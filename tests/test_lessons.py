@@ -284,3 +284,108 @@ def test_lesson_12_quick(tmp_path: Path) -> None:
     assert r["zero_vs_plain_max_diff"] == 0.0
     for plot in r["plots"]:
         assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+# --- lesson 13: pipeline schedules simulated and run; bubble, activation memory, loss
+
+
+@pytest.mark.slow
+def test_lesson_13_quick(tmp_path: Path) -> None:
+    r = load_lesson("13_pipeline_parallel").main(quick=True, device="cpu", out_dir=tmp_path)
+    assert r["gpt3_weights_gb"] == pytest.approx(700) and r["gpt3_min_devices"] == 9
+    sim = r["simulated_bubble"]  # 4 stages, unit-time passes
+    for m in (1, 4, 8):
+        assert sim[f"gpipe M={m}"] == pytest.approx(3 / (m + 3)) == sim[f"1f1b M={m}"]
+        assert sim[f"zb M={m}"] < sim[f"1f1b M={m}"]
+    assert sim["zb M=8"] == pytest.approx(3 / (3 * 8 + 3))  # S-1 idle units in 3M + S-1
+    for key, (peaks, bounds) in r["memory"].items():  # activations held = the schedule's
+        assert peaks == bounds, key
+    assert r["memory"]["gpipe M=8"][0] == [8, 8] and r["memory"]["1f1b M=8"][0] == [2, 1]
+    eps = torch.finfo(torch.float32).eps
+    for key, diff in r["loss_vs_single"].items():  # the pipelined loss is one process's
+        assert diff <= 64 * eps * max(1.0, r["reference_loss"]), key
+    assert all(0.0 <= b < 1.0 for b in r["measured_bubble"].values())  # measured, not judged
+    assert len(r["plots"]) == 6
+    for plot in r["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+# --- lesson 09: the inference panel, greedy's loops, beam search, the ICL curve
+
+
+@pytest.mark.slow
+def test_lesson_09_quick(tmp_path: Path) -> None:
+    r = load_lesson("09_generation").main(quick=True, device="cpu", out_dir=tmp_path)
+    # temperature sharpens / flattens the course's distribution; the slide's cut-offs
+    assert r["p_cake"][1.0] == pytest.approx(0.2)
+    assert r["p_cake"][0.5] > 0.2 > r["p_cake"][2.0]
+    assert r["top_k_kept"] == ["cake", "donut", "banana"] and r["top_p_kept"] == ["cake", "donut"]
+    rep = r["repeated_fraction"]  # greedy loops; the penalty and sampling loop less
+    assert rep["greedy"] > rep["greedy + repetition penalty 1.3"]
+    assert rep["greedy"] > rep["panel (0.8, top-k 25)"] + 0.2
+    case = r["beam_case"]  # greedy takes A then an X; the beam finds B Y, ~3.5x likelier
+    assert case["greedy"][0] == 2 and case["beam"] == [3, 5, 7]
+    assert case["beam_prob"] > 3 * case["greedy_prob"]
+    acc = r["icl_accuracy"]  # held-out mappings: chance at 0 shots, rising with shots
+    assert set(acc) == {0, 1, 2, 4, 8}
+    assert abs(acc[0] - 0.25) < 0.08  # 400 prompts: 3.5 standard errors
+    assert acc[1] > acc[0] + 0.08 and acc[2] > acc[1] and acc[4] > acc[2] + 0.08
+    assert acc[8] > 0.75 and acc[8] > acc[4] and r["icl_rising"]
+    assert r["icl_training"]["induction_step"] is not None
+    for plot in r["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+# --- lesson 10: the course's memory tables, estimates = measurements, an int8 model
+
+
+@pytest.mark.slow
+def test_lesson_10_quick(tmp_path: Path) -> None:
+    r = load_lesson("10_memory_and_quantization").main(quick=True, device="cpu", out_dir=tmp_path)
+    course = r["course"]
+    assert course["store_1b_gb"] == {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0}
+    for n, (rule, deck) in {1e9: (24, 80), 175e9: (4200, 14000), 500e9: (12000, 40000)}.items():
+        assert course["train_gb"][n] == pytest.approx((rule, deck))
+    # the two slides assume different batches: ~1 sequence vs ~10 of 2,048 tokens
+    implied = r["batches"]["implied_batch"]
+    assert 0.5 < implied["24 B/param"] < 2 < 5 < implied["20x weights"] < 20
+    for preset, m in r["measured"].items():
+        got, est = m["measured"], m["estimated"]
+        assert got["weights"] == est["weights"] and got["gradients"] == est["gradients"], preset
+        assert got["activations"] == pytest.approx(est["activations"], rel=1e-3)
+        assert got["peak"] == pytest.approx(est["peak"], rel=0.10)  # the stated tolerance
+        assert got["peak"] < m["sum_of_parts"]
+    assert [r["zero_gb"][s] for s in range(4)] == pytest.approx([120, 31.4, 16.6, 1.9], abs=0.05)
+    f = r["formats"]
+    assert f["fp16"]["pi"] == f["bf16"]["pi"] == 3.140625 and f["fp32"]["error"] < 1e-7
+    spans = r["int8_spans"]
+    assert spans[min(spans)]["error"] < spans[max(spans)]["error"]  # a wider range, a coarser grid
+    q = r["quantized"]
+    assert 0.2 < q["int8 per-channel"]["size_ratio"] < 0.4
+    assert q["bf16 cast"]["size_ratio"] == pytest.approx(0.5, abs=0.01)
+    for name in ("int8 per-channel", "int8 per-tensor", "bf16 cast", "fp16 cast"):
+        assert abs(q[name]["bpb_change"]) < 0.02 * q["fp32"]["val_bpb"], name
+    for plot in r["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000
+
+
+# --- lesson 11: the Chinchilla table, a sweep that spends its budgets, power-law fits
+
+
+@pytest.mark.slow
+def test_lesson_11_quick(tmp_path: Path) -> None:
+    r = load_lesson("11_scaling_laws").main(quick=True, device="cpu", out_dir=tmp_path)
+    table = {row["name"]: row for row in r["course_table"]}
+    assert table["Chinchilla"]["ratio"] == pytest.approx(1.0)
+    assert table["GPT-3"]["ratio"] < 0.1 and table["OPT-175B"]["ratio"] < 0.1
+    assert table["GPT-3"]["pflops_days"] == pytest.approx(3646, rel=1e-3)
+    for run in r["runs"]:  # each run spent its budget, to within half a step
+        assert abs(run["flops"] / run["budget"] - 1) <= 0.5 / run["steps"] + 1e-9
+        assert run["val_loss"] < 4.5  # below a uniform guess over ~100 characters
+    budgets = sorted(r["optimum"])
+    best = [r["optimum"][c]["best_loss"] for c in budgets]
+    assert all(a > b for a, b in zip(best, best[1:], strict=False)), best  # compute helps
+    assert r["loss_exponent"] < 0
+    assert r["n_exponent"] + r["d_exponent"] == pytest.approx(1.0)  # C = 6 N D
+    for plot in r["plots"]:
+        assert Path(plot).is_file() and Path(plot).stat().st_size > 1000

@@ -471,3 +471,103 @@ def test_old_decoder_lm_parameter_names_are_upgraded() -> None:
     assert upgrade_state_dict("Seq2SeqLM", {"model.decoder.norm.weight": 1}) == {
         "model.decoder.norm.weight": 1
     }
+
+
+# --- GPT-2's published checkpoint layout -> DecoderLM.from_gpt2
+
+
+def _gpt2_state(vocab=40, n_ctx=16, d=32, n_layers=2, prefix=""):
+    """A state dict with GPT-2's exact key names and shapes (Conv1D weights are (in, out)),
+    random values, small sizes; the causal-mask buffers old checkpoints carry included."""
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.2
+
+    state = {"wte.weight": r(vocab, d), "wpe.weight": r(n_ctx, d),
+             "ln_f.weight": 1 + r(d), "ln_f.bias": r(d)}  # fmt: skip
+    for i in range(n_layers):
+        h = f"h.{i}."
+        state.update({
+            h + "ln_1.weight": 1 + r(d), h + "ln_1.bias": r(d),
+            h + "attn.c_attn.weight": r(d, 3 * d), h + "attn.c_attn.bias": r(3 * d),
+            h + "attn.c_proj.weight": r(d, d), h + "attn.c_proj.bias": r(d),
+            h + "ln_2.weight": 1 + r(d), h + "ln_2.bias": r(d),
+            h + "mlp.c_fc.weight": r(d, 4 * d), h + "mlp.c_fc.bias": r(4 * d),
+            h + "mlp.c_proj.weight": r(4 * d, d), h + "mlp.c_proj.bias": r(d),
+            h + "attn.bias": torch.tril(torch.ones(1, 1, n_ctx, n_ctx)),
+        })  # fmt: skip
+    return {prefix + k: v for k, v in state.items()}
+
+
+def _gpt2_forward(state, ids, n_heads):
+    """GPT-2's forward pass written directly on the checkpoint's tensors (x @ W + b)."""
+    d = state["wte.weight"].size(1)
+    x = state["wte.weight"][ids] + state["wpe.weight"][: ids.size(1)]
+    t = ids.size(1)
+
+    def ln(x, name):
+        return nn.functional.layer_norm(x, (d,), state[name + ".weight"], state[name + ".bias"])
+
+    def conv1d(x, name):
+        return x @ state[name + ".weight"] + state[name + ".bias"]
+
+    future = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+    n_layers = len({k.split(".")[1] for k in state if k.startswith("h.")})
+    for i in range(n_layers):
+        h = f"h.{i}."
+        q, k, v = conv1d(ln(x, h + "ln_1"), h + "attn.c_attn").split(d, dim=-1)
+        heads = [z.view(1, t, n_heads, d // n_heads).transpose(1, 2) for z in (q, k, v)]
+        scores = heads[0] @ heads[1].transpose(-1, -2) / math.sqrt(d // n_heads)
+        att = scores.masked_fill(future, float("-inf")).softmax(-1) @ heads[2]
+        x = x + conv1d(att.transpose(1, 2).reshape(1, t, d), h + "attn.c_proj")
+        hidden = nn.functional.gelu(conv1d(ln(x, h + "ln_2"), h + "mlp.c_fc"), approximate="tanh")
+        x = x + conv1d(hidden, h + "mlp.c_proj")
+    return ln(x, "ln_f") @ state["wte.weight"].t()
+
+
+def _write_safetensors(path, state):
+    """The safetensors layout: 8-byte header length, JSON header, raw little-endian bytes."""
+    import json
+    import struct
+
+    header, blobs, offset = {}, [], 0
+    for name, tensor in state.items():
+        raw = tensor.contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(raw)]}  # fmt: skip
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+@pytest.mark.parametrize("layout", ["pytorch_model.bin", "model.safetensors", "prefixed"])
+def test_from_gpt2_reproduces_a_forward_computed_from_the_checkpoint(tmp_path, layout):
+    state = _gpt2_state()
+    if layout == "model.safetensors":
+        _write_safetensors(tmp_path / layout, state)
+    else:  # saved from the LM-head model: "transformer." prefix plus the tied lm_head
+        saved = state if layout == "pytorch_model.bin" else {
+            **_gpt2_state(prefix="transformer."), "lm_head.weight": state["wte.weight"]}
+        torch.save(saved, tmp_path / "pytorch_model.bin")
+    model = DecoderLM.from_gpt2(tmp_path, n_heads=2).eval()
+    c = model.config
+    assert (c.vocab_size, c.max_len, c.d_model, c.n_layers, c.d_ff) == (40, 16, 32, 2, 128)
+    assert c.activation == "gelu_tanh" and c.positional == "learned" and c.tie_weights
+    assert not c.scale_embeddings and c.norm_first
+    ids = torch.randint(0, 40, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, _ = model(ids)
+        assert_float_close(logits, _gpt2_forward(state, ids, n_heads=2), ulps=256)
+    assert model.lm_head.weight is model.embedding.token.weight
+
+
+def test_from_gpt2_sizes_default_to_64_wide_heads_and_missing_files_say_where(tmp_path):
+    torch.save(_gpt2_state(d=128), tmp_path / "pytorch_model.bin")
+    assert DecoderLM.from_gpt2(tmp_path / "pytorch_model.bin").config.n_heads == 2
+    with pytest.raises(FileNotFoundError, match="put model.safetensors or pytorch_model.bin"):
+        DecoderLM.from_gpt2(tmp_path / "nowhere")
+    torch.save({"wte.weight": torch.zeros(3, 4)}, tmp_path / "bad.bin")
+    with pytest.raises(ValueError, match="not a GPT-2 checkpoint"):
+        DecoderLM.from_gpt2(tmp_path / "bad.bin")

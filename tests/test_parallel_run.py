@@ -114,3 +114,22 @@ def test_torchrun_without_parallel_is_a_one_line_error(corpus, tmp_path) -> None
                           capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "add --parallel ddp" in done.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_trains_like_one_process_through_a_resume(corpus, tmp_path) -> None:
+    """2 stages (one block each), zero-bubble schedule, 3 uneven micro-batches of the step's 16
+    windows; 2 steps, stop, resume to 4: the gathered checkpoint (every stage's weights in
+    DecoderLM's layout, the optimizer state of both stages) equals one process's 4 steps."""
+    reference = single_process(corpus, tmp_path / "single", max_steps=4, grad_accum=2)
+    options = dict(batch_size=8, grad_accum=2, stages=2, microbatches=3, schedule="zb")
+    printed = torchrun(corpus, tmp_path / "run", "pipeline", max_steps=2, **options)
+    assert "pipeline: 2 stages x 1 replicas, blocks per stage [1, 1]" in printed
+    torchrun(corpus, tmp_path / "run", "pipeline", max_steps=4, resume=True, **options)
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    single = load_checkpoint(tmp_path / "single" / "ckpt.pt")
+    assert ckpt["step"] == 4
+    assert len(ckpt["optimizer"]["state"]) == len(single["optimizer"]["state"])  # both stages
+    assert_same_weights(ckpt["model_state"], reference)
+    assert torch.equal(ckpt["model_state"]["lm_head.weight"],
+                       ckpt["model_state"]["embedding.token.embedding.weight"])  # fmt: skip

@@ -13,6 +13,9 @@ The modes (`minigpt.training.settings.PARALLEL_MODES`):
 - `torch-ddp`: PyTorch's `DistributedDataParallel`, for real scale;
 - `fsdp`: PyTorch's FSDP (`fully_shard`, one unit per transformer layer): parameters,
   gradients and optimizer state sharded (ZeRO-3), for models that do not fit one device.
+- `pipeline`: our pipeline parallelism (parallel/pipeline.py, lesson 13): `--stages S` cut
+  the GPT's blocks, `--schedule gpipe | 1f1b | zb` orders `--microbatches M` per step; with
+  S x D processes, D data-parallel replicas of the pipeline.
 
 A checkpoint is written by rank 0 alone, after every rank has joined whatever gathering the
 mode needs (ZeRO's optimizer shards, FSDP's parameter shards), so any run resumes exactly with
@@ -144,7 +147,25 @@ def wrap_for(mode: str, model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
             "model_state": lambda: _fsdp_model_state(model),
             "load_model_state": lambda state: _fsdp_load_model_state(model, state),
         }
+    if mode == "pipeline":
+        return _pipeline_plan(model, cfg, device)
     raise ValueError(f"parallel={mode!r} is unknown; use one of {', '.join(PARALLEL_MODES[1:])}")
+
+
+def _pipeline_plan(model: nn.Module, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Trainer arguments for `pipeline`: the pipeline's own step, an optimizer whose state
+    dict gathers every stage, full weights gathered before evaluation and checkpoints (a
+    forward pre-hook), the loss from the last stages, the data sharded by replica."""
+    from minigpt.parallel.executor import split_sizes
+    from minigpt.parallel.pipeline import PipelineOptimizer, PipelineParallel
+
+    split_sizes(cfg.batch_size * cfg.grad_accum, cfg.microbatches)  # fail before training
+    pp = PipelineParallel(model, cfg.stages, cfg.microbatches, cfg.schedule)
+    model.register_forward_pre_hook(pp.refresh)  # evaluation and sampling see every stage
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
+    return {"step_fn": pp.train_step, "optimizer": PipelineOptimizer(optimizer, pp),
+            "model_state": pp.model_state, "load_model_state": pp.load_model_state,
+            "mean_across": pp.mean_loss, "shard": (pp.replica, pp.n_replicas)}  # fmt: skip
 
 
 def run_parallel_training(cfg: TrainConfig, timeout_s: float = 300.0) -> dict[str, Any]:
@@ -170,9 +191,10 @@ def run_parallel_training(cfg: TrainConfig, timeout_s: float = 300.0) -> dict[st
         dist.barrier()
         data = prepare_data(cfg)  # now only loads them
         model = build_run_model(cfg, data, ckpt).to(device)
+        plan = {"shard": (info.rank, info.world_size), "mean_across": mean_across_ranks,
+                **wrap_for(cfg.parallel, model, cfg)}  # a pipeline shards by replica instead
         trainer = Trainer(model, cfg, data, data.tokenizer, is_main_process=info.is_main,
-                          shard=(info.rank, info.world_size), mean_across=mean_across_ranks,
-                          **wrap_for(cfg.parallel, model, cfg))  # fmt: skip
+                          **plan)  # fmt: skip
         if ckpt is not None:
             trainer.load_state(ckpt)
         if info.is_main and cfg.progress:
@@ -180,6 +202,11 @@ def run_parallel_training(cfg: TrainConfig, timeout_s: float = 300.0) -> dict[st
                   f"global batch {trainer.global_batch} windows = {cfg.batch_size} x "
                   f"{cfg.grad_accum} accumulated x {info.world_size} ranks, "
                   f"{trainer.tokens_per_step:,} tokens per step, lr {cfg.lr:g}")  # fmt: skip
+            if cfg.parallel == "pipeline":
+                pp = plan["step_fn"].__self__
+                print(f"pipeline: {pp.n_stages} stages x {pp.n_replicas} replicas, blocks per "
+                      f"stage {pp.stage.counts}, schedule {cfg.schedule}, {cfg.microbatches} "
+                      "micro-batches per replica and step")  # fmt: skip
         result = trainer.train()
         dist.barrier()  # nobody leaves the group while rank 0 may still gather or write
         return result

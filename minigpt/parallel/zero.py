@@ -21,7 +21,7 @@ that shard, then each rank broadcasts its freshly updated parameters (one flat m
 rank) so every replica is equal again. The gradients must already be averaged (use it with
 `DataParallel`); a real stage 1 would need only a reduce-scatter of them, a saving we skip.
 
-`zero_bytes_per_device` is the paper's memory arithmetic (its Figure 1), used by lesson 12.
+The paper's memory arithmetic (its Figure 1) is `minigpt.memory.zero_bytes_per_device`.
 """
 
 from __future__ import annotations
@@ -34,35 +34,6 @@ import torch.distributed as dist
 from torch import nn
 
 from minigpt.parallel.launch import require_group
-
-
-def zero_bytes_per_device(
-    n_params: float,
-    n_devices: int,
-    stage: int,
-    param_bytes: float = 2,
-    grad_bytes: float = 2,
-    optimizer_bytes: float = 12,
-) -> float:
-    """Bytes of model states per device under ZeRO `stage` (0 = plain data parallel).
-
-    Defaults are the paper's mixed-precision Adam: fp16 parameters (2 bytes) and gradients (2),
-    and K = 12 bytes of optimizer state (fp32 master weights, momentum, variance). Its Figure 1,
-    7.5B parameters on 64 devices: 120, 31.4, 16.6 and 1.9 GB for stages 0-3.
-    """
-    if stage not in (0, 1, 2, 3):
-        raise ValueError(f"stage={stage} must be 0 (plain DDP), 1, 2 or 3")
-    if n_devices < 1:
-        raise ValueError(f"n_devices={n_devices} must be >= 1")
-    params, grads = param_bytes * n_params, grad_bytes * n_params
-    states = optimizer_bytes * n_params
-    if stage >= 1:
-        states /= n_devices
-    if stage >= 2:
-        grads /= n_devices
-    if stage >= 3:
-        params /= n_devices
-    return params + grads + states
 
 
 def partition_by_numel(numels: Sequence[int], world_size: int) -> list[int]:

@@ -28,7 +28,10 @@ Public API (lesson 07 uses it; `minigpt sample` / `minigpt eval` call it):
 
 - `save_checkpoint(path, *, model, model_config, tokenizer, ...) -> Path`
 - `load_checkpoint(path, map_location="cpu") -> dict` (raises `CheckpointError`)
-- `load_model_for_inference(path, device="auto") -> (model, tokenizer, meta)`
+- `load_model_for_inference(path, device="auto") -> (model, tokenizer, meta)` (also of a
+  quantized checkpoint: its linears are rebuilt as `minigpt.quantize.Int8Linear`)
+- `quantize_checkpoint(path, out, per_channel=True) -> Path`: the same run with int8 weights,
+  for inference only (`minigpt quantize CKPT --int8`)
 - `seed_everything(seed)`, `capture_rng_state(generator) -> dict`,
   `restore_rng_state(state, generator)`
 """
@@ -48,10 +51,15 @@ from torch import nn
 
 from minigpt.device import resolve_device
 from minigpt.models import MODEL_CLASSES, build_model, upgrade_state_dict
+from minigpt.quantize import quantize_model
 from minigpt.tokenizer import tokenizer_from_dict
 
 FORMAT = "minigpt-checkpoint"
 VERSION = 1  # the fields below; parameter renames inside a model are upgraded, not versioned
+
+
+# `extra["quantization"]` of a checkpoint whose linears hold int8 weights (minigpt.quantize)
+QUANTIZED_PER_CHANNEL, QUANTIZED_PER_TENSOR = "int8-per-channel", "int8-per-tensor"
 
 
 class CheckpointError(ValueError):
@@ -245,6 +253,9 @@ def load_model_for_inference(
         model = build_model(ckpt["model_class"], ckpt["model_config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: stored model config is unusable: {err}") from None
+    quantization = (ckpt.get("extra") or {}).get("quantization")
+    if quantization is not None:  # int8 weights: give the model int8 linears to load them into
+        quantize_model(model, per_channel=quantization == QUANTIZED_PER_CHANNEL)
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as err:
@@ -273,3 +284,25 @@ def load_model_for_inference(
         "extra": ckpt.get("extra", {}),
     }
     return model, tokenizer, meta
+
+
+def quantize_checkpoint(path: str | Path, out: str | Path, per_channel: bool = True) -> Path:
+    """Write `path`'s model with int8 linears (`minigpt.quantize.quantize_model`) to `out`.
+
+    Everything `sample` and `eval` read is kept (config, tokenizer, step, train config,
+    metrics); the optimizer, RNG and raw training weights are dropped: an int8 model is for
+    inference, and training continues from the float checkpoint. The scales are float32 and
+    the state dict holds only tensors, so it loads with `weights_only=True` like any other.
+    """
+    ckpt = load_checkpoint(path)
+    extra = dict(ckpt.get("extra") or {})
+    if extra.get("quantization") is not None:
+        raise CheckpointError(f"{path} is already quantized ({extra['quantization']})")
+    model, _, _ = load_model_for_inference(path, device="cpu")
+    quantize_model(model, per_channel)
+    extra["quantization"] = QUANTIZED_PER_CHANNEL if per_channel else QUANTIZED_PER_TENSOR
+    return save_checkpoint(
+        out, model=model, model_config=ckpt["model_config"], tokenizer=ckpt["tokenizer"],
+        step=ckpt.get("step", 0), tokens_seen=ckpt.get("tokens_seen", 0),
+        train_config=ckpt.get("train_config"), extra=extra,
+    )  # fmt: skip

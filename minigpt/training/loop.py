@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from minigpt.data import PreparedData, sample_windows
 from minigpt.device import resolve_device
-from minigpt.generate import sample_text
+from minigpt.generate import GenerationConfig, sample_text
 from minigpt.plots import plot_training_curves
 from minigpt.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from minigpt.training.evaluation import evaluate_loss, val_metrics
@@ -77,7 +77,8 @@ class Trainer:
     rows, so N ranks see exactly the windows one process with an N times larger batch would,
     and their generators stay equal (one saved state resumes them all); `mean_across` averages
     the logged loss over the ranks; `model_state` / `load_model_state` read and write the
-    full weights of a model whose parameters are sharded (FSDP; a collective on every rank).
+    full weights of a model whose parameters are sharded (FSDP; a collective on every rank);
+    `step_fn` replaces `train_step` (same signature), e.g. a pipeline's step (parallel/pipeline.py).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class Trainer:
         mean_across: Callable[[torch.Tensor], torch.Tensor] | None = None,
         model_state: Callable[[], dict[str, torch.Tensor]] | None = None,
         load_model_state: Callable[[dict[str, torch.Tensor]], None] | None = None,
+        step_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         self.cfg, self.data, self.tokenizer = cfg, data, tokenizer
         self.is_main_process, self.grad_sync = is_main_process, grad_sync
@@ -104,6 +106,7 @@ class Trainer:
         self.mean_across = mean_across
         self.model_state = model_state or self.model_state_dict
         self.load_model_state = load_model_state or self.load_model_state_dict
+        self.step_fn = step_fn or train_step
         self.objective = OBJECTIVES[cfg.objective]
         self.batch_fn = self.objective.batches(tokenizer)
         self.device = resolve_device(cfg.device)
@@ -272,9 +275,9 @@ class Trainer:
             )
             inputs, targets = self.batch_fn(windows, self.generator)  # (world * B, T) each
             micro_batches.append((inputs[mine], targets[mine]))  # this rank's rows
-        loss = train_step(self.train_model, micro_batches, self.optimizer,
-                          precision=self.precision, device=self.device, scaler=self.scaler,
-                          grad_clip=cfg.grad_clip, grad_sync=self.grad_sync)  # fmt: skip
+        loss = self.step_fn(self.train_model, micro_batches, self.optimizer,
+                            precision=self.precision, device=self.device, scaler=self.scaler,
+                            grad_clip=cfg.grad_clip, grad_sync=self.grad_sync)  # fmt: skip
         if self.ema is not None:
             self.ema.update()
         self.step += 1
@@ -298,8 +301,8 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         self.model.eval()
         with torch.no_grad(), self.averaged():
-            text = sample_text(self.model, self.tokenizer, self.cfg.sample_prompt,
-                               self.cfg.sample_tokens, temperature=0.8, top_k=50,
+            settings = GenerationConfig(max_new_tokens=self.cfg.sample_tokens, top_k=50)
+            text = sample_text(self.model, self.tokenizer, self.cfg.sample_prompt, settings,
                                generator=gen)  # fmt: skip
         self.model.train()
         return text

@@ -111,8 +111,12 @@ OBJECTIVES: dict[str, Objective] = {
 
 # How many processes train one model, and how they share the work (minigpt/parallel/run.py):
 # none (one process), ddp / zero1 (our data parallelism, plain or with ZeRO-1 optimizer
-# sharding), torch-ddp / fsdp (PyTorch's DistributedDataParallel and FullyShardedDataParallel).
-PARALLEL_MODES = ("none", "ddp", "zero1", "torch-ddp", "fsdp")
+# sharding), torch-ddp / fsdp (PyTorch's DistributedDataParallel and FullyShardedDataParallel),
+# pipeline (our pipeline parallelism, parallel/pipeline.py: the model cut into stages, times
+# data-parallel replicas when the world size is stages x replicas).
+PARALLEL_MODES = ("none", "ddp", "zero1", "torch-ddp", "fsdp", "pipeline")
+# --parallel pipeline: the order of micro-batch passes (parallel/schedules.py, lesson 13).
+PIPELINE_SCHEDULES = ("gpipe", "1f1b", "zb")
 
 _OPTIONAL_POSITIVE = "d_model n_layers n_heads d_ff block_size max_steps max_tokens".split()
 _POSITIVE = ("vocab_size batch_size grad_accum eval_interval eval_batches log_interval "
@@ -165,6 +169,9 @@ class TrainConfig:
     parallel: str = "none"  # a PARALLEL_MODES entry; the others start under torchrun
     ddp_strategy: str = "overlap"  # ddp / zero1: naive | bucketed | overlap (parallel/ddp.py)
     bucket_size_mb: float = 25.0  # ddp / zero1 (bucketed, overlap): gradient bucket size
+    stages: int = 2  # pipeline: how many stages the model's blocks are cut into
+    microbatches: int = 4  # pipeline: micro-batches each step's batch is split into
+    schedule: str = "1f1b"  # pipeline: gpipe | 1f1b | zb (PIPELINE_SCHEDULES)
     seed: int = 1337
     out_dir: str | None = None  # default runs/<objective>-<preset>
     resume: bool = False
@@ -185,6 +192,7 @@ class TrainConfig:
             "precision": PRECISIONS,
             "tokenizer": TOKENIZER_KINDS,
             "parallel": PARALLEL_MODES,
+            "schedule": PIPELINE_SCHEDULES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -212,11 +220,23 @@ class TrainConfig:
             fail("time_limit_s", "must be > 0 seconds (or unset)")
         if not self.lr > 0:
             fail("lr", "must be > 0")
+        for name in ("stages", "microbatches"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                fail(name, "must be a positive integer")
         if not self.bucket_size_mb > 0:
             fail("bucket_size_mb", "must be > 0 MB (PyTorch's DDP uses 25)")
         if self.parallel != "none" and self.time_limit_s is not None:
             fail("time_limit_s", "a clock differs between processes: with --parallel give "
                  "--max-steps or --max-tokens")  # fmt: skip
+        if self.parallel == "pipeline":
+            if self.objective != "clm":
+                fail("objective", "--parallel pipeline cuts a GPT (DecoderLM) into stages; "
+                     "use --objective clm")  # fmt: skip
+            if self.ema_decay > 0:
+                fail("ema_decay", "is not supported with --parallel pipeline (each rank "
+                     "trains only its stage's weights); drop --ema-decay")  # fmt: skip
+            if self.compile:
+                fail("compile", "is not supported with --parallel pipeline; drop --compile")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             fail("min_lr", f"must be between 0 and lr={self.lr}")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
