@@ -45,7 +45,6 @@ Run:  python lessons/01_tokenization.py [--quick] [--out-dir DIR]
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -54,6 +53,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from minigpt.data import load_corpus
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.tokenizer import BPETokenizer, CharTokenizer, bpe_merge, train_bpe
 
 SENTENCE = "The teacher taught the student with the book."
@@ -144,9 +144,8 @@ def main(
     ax.legend()
     fig.tight_layout()
     plot = out / "bytes_per_token.png"
-    fig.savefig(plot, dpi=100)
-    plt.close(fig)
-    print(f"\n4. Plot saved to {plot}")
+    print("\n4. Bytes per token against vocabulary size, plotted:")
+    save_figure(fig, plot, dpi=100)
 
     return {
         "vocab_sizes": sizes,
@@ -161,9 +160,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Lesson 01: tokenization")
-    parser.add_argument("--quick", action="store_true", help="fewer vocabulary sizes")
-    parser.add_argument("--device", default=None, help="unused: tokenization runs on the CPU")
-    parser.add_argument("--out-dir", default="runs/lessons/01_tokenization")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/01_tokenization",
+        quick_help="fewer vocabulary sizes",
+        device_help="unused: tokenization runs on the CPU",
+    )

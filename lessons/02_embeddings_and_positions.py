@@ -47,7 +47,6 @@ Run:  python lessons/02_embeddings_and_positions.py [--quick] [--device cpu] [--
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from minigpt.embeddings import (
     TokenEmbedding,
     sinusoidal_table,
 )
+from minigpt.lesson import run_lesson, save_figure
 
 SENTENCE = "The teacher taught the student with the book ."
 SWAPPED = "The student taught the teacher with the book ."
@@ -133,8 +133,7 @@ def main(
     ax.set_title("Sinusoidal positional encoding: fast clocks at the top, slow at the bottom")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(out / "sinusoidal_heatmap.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "sinusoidal_heatmap.png", dpi=100)
     print(
         f"\n2. Sinusoidal table {tuple(table.shape)}, values in [-1, 1]: "
         f"min {table.min():.3f}, max {table.max():.3f} -> sinusoidal_heatmap.png"
@@ -162,8 +161,7 @@ def main(
     ax.set_title("Position similarity depends on distance only (the curves overlap)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "position_dot_vs_distance.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "position_dot_vs_distance.png", dpi=100)
     rot = rotation_for_offset(3, d_model)
     table64 = table.double()
     rot_err = (table64[:-3] @ rot.T - table64[3:]).abs().max().item()
@@ -245,9 +243,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Lesson 02: embeddings and positions")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, a few seconds")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/02_embeddings_and_positions")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/02_embeddings_and_positions",
+        quick_help="smaller sizes, a few seconds",
+        device_help="cpu, cuda, ... (default: best available)",
+    )

@@ -38,7 +38,6 @@ Run:  python lessons/03_self_attention.py [--quick] [--device cpu] [--out-dir DI
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -49,6 +48,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from minigpt.attention import causal_mask, scaled_dot_product_attention
+from minigpt.lesson import run_lesson, save_figure
 
 SENTENCE = "The teacher taught the student with the book ."
 FEATURES = ["person", "action", "object", "article", "relation", "end"]
@@ -180,8 +180,7 @@ def main(
     fig, ax = plt.subplots(figsize=(6, 5.5))
     plot_map(ax, weights.cpu(), words, "Self-attention map (hand-made head)")
     fig.tight_layout()
-    fig.savefig(out / "attention_map.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "attention_map.png", dpi=100)
 
     # Why sqrt(d_k): random queries and keys, with and without the division.
     n = 200 if quick else 2000
@@ -222,16 +221,16 @@ def main(
     axes[0].set_title("causal keep mask (white = may attend)")
     plot_map(axes[1], causal_weights.cpu(), words, "causal self-attention map")
     fig.tight_layout()
-    fig.savefig(out / "causal_attention_map.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "causal_attention_map.png", dpi=100)
     results["plots"] = [str(out / "attention_map.png"), str(out / "causal_attention_map.png")]
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Lesson 03: self-attention step by step")
-    parser.add_argument("--quick", action="store_true", help="fewer random samples")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/03_self_attention")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/03_self_attention",
+        quick_help="fewer random samples",
+        device_help="cpu, cuda, ... (default: best available)",
+    )

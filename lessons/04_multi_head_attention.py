@@ -35,7 +35,6 @@ Run:  python lessons/04_multi_head_attention.py [--quick] [--device cpu] [--out-
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 from torch import nn
 
 from minigpt.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from minigpt.lesson import run_lesson, save_figure
 
 SENTENCE = "The teacher taught the student with the book ."
 FEATURES = ["person", "action", "object", "article", "relation", "end"]
@@ -200,8 +200,7 @@ def main(
         ax.set_title(f"head {h}: {HEAD_NAMES[h]}")
     fig.suptitle("Per-head attention maps (rows: query word, columns: attended word)")
     fig.tight_layout()
-    fig.savefig(out / "head_maps.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "head_maps.png", dpi=100)
 
     # 3. The module equals four single heads on slices, concatenated, then W_o.
     with torch.no_grad():
@@ -268,9 +267,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Lesson 04: multi-head attention")
-    parser.add_argument("--quick", action="store_true", help="smaller timing run")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/04_multi_head_attention")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/04_multi_head_attention",
+        quick_help="smaller timing run",
+        device_help="cpu, cuda, ... (default: best available)",
+    )

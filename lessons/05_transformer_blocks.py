@@ -40,7 +40,6 @@ Run:  python lessons/05_transformer_blocks.py [--quick] [--device cpu] [--out-di
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -54,6 +53,7 @@ from minigpt.attention import padding_mask
 from minigpt.config import ModelConfig
 from minigpt.feedforward import FeedForward
 from minigpt.layers import EncoderLayer, load_pytorch_weights
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.models import DecoderLM
 
 D_MODEL, N_HEADS, D_FF, VOCAB, SEQ, BATCH = 64, 4, 256, 32, 32, 16
@@ -219,8 +219,7 @@ def main(
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "post_vs_pre_norm.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "post_vs_pre_norm.png", dpi=100)
 
     # 4. Our encoder layer against PyTorch's.
     results["post_norm_parity"] = pytorch_parity(norm_first=False)
@@ -233,9 +232,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Lesson 05: transformer blocks")
-    parser.add_argument("--quick", action="store_true", help="shallower, shorter experiment")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/05_transformer_blocks")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/05_transformer_blocks",
+        quick_help="shallower, shorter experiment",
+        device_help="cpu, cuda, ... (default: best available)",
+    )

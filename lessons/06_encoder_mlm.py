@@ -45,7 +45,6 @@ Run: python lessons/06_encoder_mlm.py [--quick] [--device cpu] [--out-dir DIR]
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ import torch
 from minigpt.config import ModelConfig
 from minigpt.data import prepare
 from minigpt.generate import fill_masks
+from minigpt.lesson import report_plot, run_lesson, save_figure
 from minigpt.models import EncoderLM
 from minigpt.objectives import IGNORE_INDEX, mask_tokens
 from minigpt.plots import plot_curves, read_metrics, series
@@ -222,6 +222,8 @@ def main(
         out / "mlm_loss.png", title="Masked LM: loss at the chosen 15% of positions",
         hline=(unigram, "word frequencies alone (unigram)"),
     )  # fmt: skip
+    print()
+    report_plot(loss_png)
     split_png = out / "mask_split.png"
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar(list(shares), list(shares.values()), color=["tab:blue", "tab:orange", "tab:green"])
@@ -230,9 +232,7 @@ def main(
     ax.set_ylabel("share of chosen positions")
     ax.set_title(f"What happens to the {selection_rate:.1%} chosen tokens")
     fig.tight_layout()
-    fig.savefig(split_png, dpi=110)
-    plt.close(fig)
-    print(f"\nplots: {loss_png}, {split_png}")
+    save_figure(fig, split_png, dpi=110)
 
     return {
         "loss_before": loss_before,
@@ -256,9 +256,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small model, few steps (< 30 s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
-    parser.add_argument("--out-dir", default="runs/lessons/06_encoder_mlm")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/06_encoder_mlm",
+        quick_help="small model, few steps (< 30 s)",
+        device_help="cpu, cuda, mps (default: auto)",
+    )

@@ -39,7 +39,6 @@ Run:  python lessons/07_decoder_clm.py [--quick] [--device cpu] [--out-dir DIR]
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from minigpt.attention import causal_mask
 from minigpt.config import ModelConfig
 from minigpt.data import prepare, sample_windows
 from minigpt.generate import generate
+from minigpt.lesson import report_plot, run_lesson
 from minigpt.models import DecoderLM
 from minigpt.objectives import causal_lm_batch
 from minigpt.plots import plot_training_curves, read_metrics
@@ -213,6 +213,7 @@ def main(
         hline=(ln_v, "ln V (uniform)"),
         title="Lesson 07: causal LM on Python's docs (characters)",
     )
+    report_plot(curve)
 
     after = sample(trainer.model, tok, 200)
     final = result["val_loss"]
@@ -243,9 +244,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small model, few steps (< 30 s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/07_decoder_clm")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/07_decoder_clm",
+        quick_help="small model, few steps (< 30 s)",
+        device_help="cpu, cuda, mps (default: best available)",
+    )

@@ -33,7 +33,6 @@ Run: python lessons/08_seq2seq_span_corruption.py [--quick] [--device cpu] [--ou
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 from collections import Counter
@@ -49,6 +48,7 @@ import torch
 from minigpt.config import ModelConfig
 from minigpt.data import prepare
 from minigpt.generate import fill_sentinels, generate_seq2seq
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.models import Seq2SeqLM
 from minigpt.objectives import IGNORE_INDEX, span_corruption, split_at_sentinels
 from minigpt.plots import read_metrics, series
@@ -278,9 +278,7 @@ def main(
     )
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(plot_path, dpi=110)
-    plt.close(fig)
-    print(f"\nplot: {plot_path}")
+    save_figure(fig, plot_path, dpi=110)
 
     return {
         "noise_fraction": noise_fraction,
@@ -297,9 +295,10 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small model, few steps (< 30 s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto)")
-    parser.add_argument("--out-dir", default="runs/lessons/08_seq2seq_span_corruption")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/08_seq2seq_span_corruption",
+        quick_help="small model, few steps (< 30 s)",
+        device_help="cpu, cuda, mps (default: auto)",
+    )

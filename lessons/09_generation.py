@@ -39,7 +39,6 @@ Run:  python lessons/09_generation.py [--quick] [--device cpu] [--out-dir DIR]
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -60,6 +59,7 @@ from minigpt.generate import (
     top_k_filter,
     top_p_filter,
 )
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.models import DecoderLM
 from minigpt.tokenizer import CharTokenizer
 
@@ -217,8 +217,7 @@ def plot_distributions(out: Path) -> tuple[Path, Path]:
     ax.legend()
     fig.tight_layout()
     temp_path = out / "temperature.png"
-    fig.savefig(temp_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, temp_path, dpi=110)
 
     probs = COURSE_PROBS[:shown]
     k_kept = torch.isfinite(top_k_filter(logits, 3))[:shown]
@@ -236,8 +235,7 @@ def plot_distributions(out: Path) -> tuple[Path, Path]:
     fig.suptitle("The course's example: what top-k and top-p leave to sample from")
     fig.tight_layout()
     cut_path = out / "top_k_top_p.png"
-    fig.savefig(cut_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, cut_path, dpi=110)
     return temp_path, cut_path
 
 
@@ -269,8 +267,7 @@ def plot_icl(acc: dict[int, float], losses: list[float], out: Path) -> Path:
     axes[1].legend()
     fig.tight_layout()
     path = out / "icl_curve.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -380,19 +377,17 @@ def _run(quick: bool, device: str | None, out_dir: str | Path, t_start: float) -
             print(f"  GPT-2, {n}-shot: {label}  {scores}")
     results["gpt2_review"] = gpt2
 
-    for p in plots:
-        print(f"plot: {p}")
     results["plots"] = [str(p) for p in plots]
     results["seconds"] = time.time() - t_start
-    print(f"done in {results['seconds']:.0f} s")
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small, fast settings (< 1 minute)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
-    parser.add_argument("--out-dir", default="runs/lessons/09_generation",
-                        help="where the plots go (default runs/lessons/09_generation)")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/09_generation",
+        quick_help="small, fast settings (< 1 minute)",
+        device_help="cpu, cuda, ... (default cpu)",
+        out_help="where the plots go (default runs/lessons/09_generation)",
+    )

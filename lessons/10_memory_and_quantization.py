@@ -41,7 +41,6 @@ Run:  python lessons/10_memory_and_quantization.py [--quick] [--device cpu] [--o
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -50,6 +49,7 @@ from minigpt import memory
 from minigpt.config import ModelConfig
 from minigpt.data import prepare
 from minigpt.device import resolve_device
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.memory import GB
 from minigpt.models import DecoderLM
 from minigpt.quantize import (
@@ -249,8 +249,7 @@ def plot_measured(measured: dict, path: Path) -> Path:
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("One training step: estimated vs measured memory")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -274,8 +273,7 @@ def plot_batches(r: dict, path: Path) -> Path:
     ax.set_title(f"A {r['n_params_1b'] / 1e9:.2f}B GPT: training memory grows with the batch")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -312,17 +310,15 @@ def main(
     results["quantized"] = train_and_quantize(p, device, out)
     results["plots"] = [str(plot_measured(measured, out / "memory_measured.png")),
                         str(plot_batches(results["batches"], out / "memory_vs_batch.png"))]
-    for plot in results["plots"]:
-        print(f"plot: {plot}")
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller measurements and model (< 60 s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/10_memory_and_quantization",
-                        help="where data, the run and the plots go")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/10_memory_and_quantization",
+        quick_help="smaller measurements and model (< 60 s)",
+        device_help="cpu, cuda, mps (default: best available)",
+        out_help="where data, the run and the plots go",
+    )

@@ -33,7 +33,6 @@ Run:  python lessons/11_scaling_laws.py [--quick] [--device cpu] [--out-dir DIR]
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import torch
 from minigpt.config import ModelConfig
 from minigpt.data import prepare, sample_windows
 from minigpt.device import resolve_device
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.models import DecoderLM
 from minigpt.objectives import causal_lm_batch
 from minigpt.scaling import (
@@ -197,8 +197,7 @@ def plot_isoflops(runs: list[dict], fits: dict, path: Path) -> Path:
     ax.set_title("IsoFLOP profiles: each budget's valley (star, dotted: fitted optimum)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -226,8 +225,7 @@ def plot_optimum(fits: dict, path: Path) -> Path:
     ax.set_title("Fitted compute-optimal size and data against budget")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -247,8 +245,6 @@ def main(
     fits = fit(runs, p["budgets"])
     plots = [str(plot_isoflops(runs, fits, out / "isoflop_profiles.png")),
              str(plot_optimum(fits, out / "compute_optimal.png"))]  # fmt: skip
-    for plot in plots:
-        print(f"plot: {plot}")
     seconds = time.perf_counter() - t0
     print(f"({len(runs)} runs, {sum(r['flops'] for r in runs):.2e} FLOPs, {seconds:.0f} s on "
           f"{dev.type}: {sum(r['flops'] for r in runs) / seconds / 1e9:.1f} GFLOP/s)")
@@ -256,10 +252,11 @@ def main(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 widths x 3 budgets (< 60 s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--out-dir", default="runs/lessons/11_scaling_laws",
-                        help="where data and plots go")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/11_scaling_laws",
+        quick_help="3 widths x 3 budgets (< 60 s)",
+        device_help="cpu, cuda, mps (default: best available)",
+        out_help="where data and plots go",
+    )

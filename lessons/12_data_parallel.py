@@ -45,7 +45,6 @@ Run:  python lessons/12_data_parallel.py [--quick] [--device cpu] [--out-dir DIR
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -55,6 +54,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from minigpt.config import ModelConfig
+from minigpt.lesson import run_lesson, save_figure
 from minigpt.memory import zero_bytes_per_device
 from minigpt.models import DecoderLM
 from minigpt.parallel.ddp import DataParallel
@@ -248,8 +248,7 @@ def plot_strategies(s: dict, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -282,8 +281,7 @@ def plot_zero(path: Path) -> Path:
     ax.margins(y=0.12)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -406,14 +404,14 @@ def main(
     }
 
     results["plots"] = [str(path) for path in plots]
-    print("\nPlots: " + ", ".join(results["plots"]))
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small model, few steps (< 60 s)")
-    parser.add_argument("--device", default=None, help="accepted for uniformity; ranks use CPU")
-    parser.add_argument("--out-dir", default="runs/lessons/12_data_parallel")
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/12_data_parallel",
+        quick_help="small model, few steps (< 60 s)",
+        device_help="accepted for uniformity; ranks use CPU",
+    )

@@ -40,7 +40,6 @@ Run:  python lessons/13_pipeline_parallel.py [--quick] [--device cpu] [--out-dir
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch
 import torch.distributed as dist
 
 from minigpt.config import ModelConfig
+from minigpt.lesson import report_plot, run_lesson
 from minigpt.models import DecoderLM
 from minigpt.parallel.launch import spawn
 from minigpt.parallel.pipeline import PipelineParallel
@@ -157,9 +157,9 @@ def main(
             print(f"   {name:8s} {micro:3d}   {theory[(name, micro)]:6.1%}   "
                   f"{textbook_bubble(SIM_STAGES, micro):13.1%}   {peaks}")  # fmt: skip
             panels[f"{name}, M = {micro}: bubble {theory[(name, micro)]:.0%}"] = events
-        plots.append(plot_pipeline_timeline(
+        plots.append(report_plot(plot_pipeline_timeline(
             panels, out / f"simulated_{name}.png",
-            title=f"{name}: {SIM_STAGES} stages, unit-time passes (simulated)"))  # fmt: skip
+            title=f"{name}: {SIM_STAGES} stages, unit-time passes (simulated)")))  # fmt: skip
     print("   GPipe and 1F1B share the bubble; 1F1B holds at most S - s micro-batches where "
           "GPipe holds M;\n   ZB-H1 fills the gaps with deferred weight gradients.")  # fmt: skip
     results["theory_bubble"] = {f"{n} M={m}": b for (n, m), b in theory.items()}
@@ -198,9 +198,9 @@ def main(
                   f"{str(peaks):>10s} ({bounds})   {diff:.1e} ({diff / eps:.1f} eps)")  # fmt: skip
             panels[f"{name}, M = {micro}: measured bubble {median:.0%} "
                    f"(unit-time theory {ideal:.0%})"] = events  # fmt: skip
-        plots.append(plot_pipeline_timeline(
+        plots.append(report_plot(plot_pipeline_timeline(
             panels, out / f"measured_{name}.png", scale=1e3, xlabel="time (ms)",
-            title=f"{name}: {REAL_STAGES} processes on this CPU (measured)"))  # fmt: skip
+            title=f"{name}: {REAL_STAGES} processes on this CPU (measured)")))  # fmt: skip
     print("   Real passes are not unit-time (a backward is ~2 forwards, sends and receives cost "
           "time,\n   and here W re-walks the graph: see minigpt/parallel/executor.py), so the "
           "measured bubble\n   follows the theory's trend, not its digits. The loss is the one "
@@ -208,15 +208,15 @@ def main(
     results |= {"simulated_bubble": sim, "measured_bubble": measured, "memory": memory,
                 "loss_vs_single": loss_diff, "reference_loss": reference,
                 "plots": [str(path) for path in plots]}  # fmt: skip
-    print("\nPlots: " + ", ".join(results["plots"]))
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small model, few runs (< 60 s)")
-    parser.add_argument("--device", default=None, help="accepted for uniformity; ranks use CPU")
-    parser.add_argument("--out-dir", default="runs/lessons/13_pipeline_parallel",
-                        help="where the timeline charts are saved")  # fmt: skip
-    args = parser.parse_args()
-    main(quick=args.quick, device=args.device, out_dir=args.out_dir)
+    run_lesson(
+        main,
+        __doc__,
+        "runs/lessons/13_pipeline_parallel",
+        quick_help="small model, few runs (< 60 s)",
+        device_help="accepted for uniformity; ranks use CPU",
+        out_help="where the timeline charts are saved",
+    )

@@ -133,3 +133,13 @@ def test_pipeline_trains_like_one_process_through_a_resume(corpus, tmp_path) -> 
     assert_same_weights(ckpt["model_state"], reference)
     assert torch.equal(ckpt["model_state"]["lm_head.weight"],
                        ckpt["model_state"]["embedding.token.embedding.weight"])  # fmt: skip
+
+
+def test_parallel_without_torchrun_is_a_one_line_error(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-m", "minigpt", "train", "--parallel", "zero1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env=env)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "torchrun --nproc_per_node N -m minigpt train --parallel zero1" in done.stderr

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from minigpt.tokenizer import (
     DEFAULT_SPECIAL_TOKENS,
     EOT,
-    MASK,
+    N_SENTINELS,
     PAD,
     TOKENIZER_KINDS,
     BPETokenizer,
@@ -49,9 +49,19 @@ def small_tok() -> BPETokenizer:
     return BPETokenizer.train(SMALL_TEXT, 400, special_tokens=(EOT, PAD))
 
 
-def test_constants():
-    assert DEFAULT_SPECIAL_TOKENS[:3] == (EOT, PAD, MASK) == ("<|endoftext|>", "<|pad|>", "[MASK]")
-    assert sentinel(0) == "<extra_id_0>" and len(DEFAULT_SPECIAL_TOKENS) == 35
+def test_default_special_tokens_each_encode_to_one_reserved_id():
+    """What the objectives rely on: every control token (end of text, padding, [MASK], the T5
+    sentinels) is one id of its own, never produced from ordinary text, refused unless allowed."""
+    tok = BPETokenizer.train(SMALL_TEXT, 320, special_tokens=DEFAULT_SPECIAL_TOKENS)
+    ids = [tok.encode(t, allowed_special="all") for t in DEFAULT_SPECIAL_TOKENS]
+    assert all(len(i) == 1 for i in ids)
+    assert len({i[0] for i in ids}) == len(DEFAULT_SPECIAL_TOKENS) == 3 + N_SENTINELS
+    assert {i[0] for i in ids} == set(tok.special_tokens.values())
+    ordinary = tok.encode(SMALL_TEXT)
+    assert not set(ordinary) & set(tok.special_tokens.values())
+    assert tok.decode(ids[0] + ordinary[:5]) == EOT + tok.decode(ordinary[:5])
+    with pytest.raises(ValueError, match="extra_id_3"):
+        tok.encode(f"a {sentinel(3)} b")
 
 
 def test_train_matches_naive_reference_merge_for_merge():

@@ -26,6 +26,7 @@ the one you set. Lesson 12 teaches the mechanisms this file plugs together.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -161,6 +162,10 @@ def _pipeline_plan(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
 
     split_sizes(cfg.batch_size * cfg.grad_accum, cfg.microbatches)  # fail before training
     pp = PipelineParallel(model, cfg.stages, cfg.microbatches, cfg.schedule)
+    if cfg.progress and dist.get_rank() == 0:
+        print(f"pipeline: {pp.n_stages} stages x {pp.n_replicas} replicas, blocks per stage "
+              f"{pp.stage.counts}, schedule {cfg.schedule}, {cfg.microbatches} micro-batches "
+              "per replica and step")  # fmt: skip
     model.register_forward_pre_hook(pp.refresh)  # evaluation and sampling see every stage
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, device)
     return {"step_fn": pp.train_step, "optimizer": PipelineOptimizer(optimizer, pp),
@@ -174,6 +179,11 @@ def run_parallel_training(cfg: TrainConfig, timeout_s: float = 300.0) -> dict[st
     ends the others with an error instead of a hang."""
     if cfg.parallel == "none":
         raise ValueError("run_parallel_training needs cfg.parallel set; use run_training")
+    if "RANK" not in os.environ:
+        raise RuntimeError(
+            f"--parallel {cfg.parallel} runs one process per device: start it with "
+            f"`torchrun --nproc_per_node N -m minigpt train --parallel {cfg.parallel} ...`"
+        )
     info = init_distributed(timeout=timeout_s)
     try:
         if dist.get_backend() == "nccl":
@@ -202,11 +212,6 @@ def run_parallel_training(cfg: TrainConfig, timeout_s: float = 300.0) -> dict[st
                   f"global batch {trainer.global_batch} windows = {cfg.batch_size} x "
                   f"{cfg.grad_accum} accumulated x {info.world_size} ranks, "
                   f"{trainer.tokens_per_step:,} tokens per step, lr {cfg.lr:g}")  # fmt: skip
-            if cfg.parallel == "pipeline":
-                pp = plan["step_fn"].__self__
-                print(f"pipeline: {pp.n_stages} stages x {pp.n_replicas} replicas, blocks per "
-                      f"stage {pp.stage.counts}, schedule {cfg.schedule}, {cfg.microbatches} "
-                      "micro-batches per replica and step")  # fmt: skip
         result = trainer.train()
         dist.barrier()  # nobody leaves the group while rank 0 may still gather or write
         return result
