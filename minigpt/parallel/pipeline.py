@@ -40,6 +40,7 @@ from minigpt.parallel.executor import PipelineExecutor, StepResult
 from minigpt.parallel.launch import require_group
 from minigpt.parallel.schedules import check_schedule, make_schedule
 from minigpt.parallel.stages import PipelineStage
+from minigpt.training.optim import GatheredStateOptimizer
 
 
 class PipelineParallel:
@@ -206,26 +207,16 @@ class PipelineParallel:
         self.stale = False
 
 
-class PipelineOptimizer:
+class PipelineOptimizer(GatheredStateOptimizer):
     """An optimizer over the whole model of which each rank steps only its stage (AdamW skips
     parameters without gradients). `state_dict` gathers every stage's state, so a checkpoint
     holds the state one process would have; `load_state_dict` keeps this stage's part."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, pipeline: PipelineParallel) -> None:
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         mine = {id(p) for p in pipeline.stage.parameters()}
         flat = [p for group in optimizer.param_groups for p in group["params"]]
         self.owned = {i for i, p in enumerate(flat) if id(p) in mine}
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    def step(self) -> None:
-        self.optimizer.step()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
         """The whole model's optimizer state (a collective on every rank)."""

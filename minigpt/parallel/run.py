@@ -40,7 +40,12 @@ from minigpt.parallel.ddp import DataParallel
 from minigpt.parallel.launch import init_distributed, shutdown
 from minigpt.parallel.zero import ShardedOptimizer
 from minigpt.training.loop import Trainer
-from minigpt.training.optim import build_optimizer, decay_groups, fused_adamw
+from minigpt.training.optim import (
+    GatheredStateOptimizer,
+    build_optimizer,
+    decay_groups,
+    fused_adamw,
+)
 from minigpt.training.precision import resolve_precision
 from minigpt.training.run import build_run_model, load_resume_checkpoint, prepare_data
 from minigpt.training.settings import PARALLEL_MODES, TrainConfig
@@ -67,22 +72,13 @@ class TorchDDPSync:
         pass
 
 
-class FullStateOptimizer:
+class FullStateOptimizer(GatheredStateOptimizer):
     """An optimizer over FSDP-sharded parameters whose `state_dict` is the full, gathered one
     (PyTorch's distributed-checkpoint helpers), so rank 0 can save it in one file."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.model, self.optimizer = model, optimizer
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
-
-    def step(self) -> None:
-        self.optimizer.step()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
+        super().__init__(optimizer)
+        self.model = model
 
     def state_dict(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict

@@ -57,6 +57,36 @@ def fused_adamw(device: torch.device | None) -> bool | None:
     return True if device is None or device.type in ("cuda", "cpu") else None
 
 
+class GatheredStateOptimizer:
+    """An optimizer of one process in a group, whose checkpoint state is the whole group's.
+
+    Training only needs `param_groups` (the schedule sets `lr` there), `step` and `zero_grad`,
+    which go straight to the wrapped optimizer; a subclass says how `state_dict` gathers every
+    process's part into what one process would hold (a collective: every rank calls it) and
+    how `load_state_dict` keeps this process's part (FSDP in parallel/run.py, the pipeline in
+    parallel/pipeline.py).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 def lr_at(
     step: int,
     *,
