@@ -145,8 +145,8 @@ def test_cached_and_uncached_greedy_agree(positional):
     model = _decoder(positional)
     prompt = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(3))
     # 20 new tokens on a max_len of 16: the cache is used, then the window slides
-    cached = generate(model, prompt, 20, temperature=0, use_cache=True)
-    plain = generate(model, prompt, 20, temperature=0, use_cache=False)
+    cached = generate(model, prompt, 20, temperature=0, cache="growing")
+    plain = generate(model, prompt, 20, temperature=0, cache="none")
     assert cached.shape == (3, 25)
     assert torch.equal(cached, plain)
     assert torch.equal(cached[:, :5], prompt)

@@ -142,7 +142,6 @@ def generate(
     top_p: float | None = None,
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
-    use_cache: bool = True,
     *,
     greedy: bool = False,
     seed: int | None = None,
@@ -157,8 +156,8 @@ def generate(
 
     Settings come as keywords (defaults: plain sampling at temperature 1) or as one
     `GenerationConfig`. `greedy=True` takes the argmax; `seed` (or a `generator`) makes
-    sampling repeat exactly. `cache`: "static" (preallocated, default), "growing" or "none"
-    (`use_cache=False` is "none"). Generation stops early once every row has produced `eos_id`;
+    sampling repeat exactly. `cache`: "static" (preallocated, default), "growing" or "none".
+    Generation stops early once every row has produced `eos_id`;
     finished rows of a tensor batch are padded with eos, rows of a list end at their eos.
     `on_token(new_ids)` is called with each step's (B,) tokens; returning True stops.
     """
@@ -182,11 +181,10 @@ def generate(
         idx, single = as_batch(prompt_ids, dev)  # (B, T)
     gen = generator if generator is not None else cfg.generator(dev)
     prompt_len, max_len = idx.size(1), model.config.max_len
-    kind = "none" if not use_cache else cache
     kv = None
-    if kind != "none" and prompt_len <= max_len:
+    if cache != "none" and prompt_len <= max_len:
         capacity = min(prompt_len + cfg.max_new_tokens, max_len)
-        kv = model.new_cache(capacity) if kind == "static" else model.new_cache()
+        kv = model.new_cache(capacity) if cache == "static" else model.new_cache()
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=dev)
     fed = 0  # how many columns of idx the cache already holds
     was_training = model.training
