@@ -28,6 +28,7 @@ from minigpt.data import (
     prepare,
     sample_windows,
 )
+from minigpt.token_files import encode_to_file
 from minigpt.tokenizer import EOT, BPETokenizer
 
 TEXT = "".join(
@@ -249,7 +250,8 @@ def test_encoding_to_file_streams_like_the_whole(tmp_path: Path) -> None:
     pieces = ["word", " ", "  ", "\n", "\n\n", " \n", "\t", "x.", "é", "'s", "42", EOT]
     text = "".join(rng.choice(pieces, size=60_000))  # ~150K characters: several streamed pieces
     tok = BPETokenizer.train(text, 300, special_tokens=(EOT,))
-    n = data._encode_to_file(tok, text, tmp_path / "t.bin", "uint16", progress=False)
+    n = encode_to_file(tok, [text], tmp_path / "t.bin", "uint16", allowed_special={EOT},
+                       piece_chars=1 << 14)  # fmt: skip
     ids = np.fromfile(tmp_path / "t.bin", dtype=np.uint16).tolist()
     assert n == len(ids) and ids == tok.encode(text, allowed_special={EOT})
 
