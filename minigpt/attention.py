@@ -41,6 +41,7 @@ def scaled_dot_product_attention(
     A row with every key masked would be softmax of all -inf = NaN; such rows are given
     zero weights (and a zero output) instead, like the fused kernel does.
     """
+    ### BEGIN SOLUTION attention
     d_k = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
     row_has_key = None
@@ -58,6 +59,7 @@ def scaled_dot_product_attention(
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p)
     return weights @ v, weights
+    ### END SOLUTION
 
 
 def causal_mask(
@@ -72,20 +74,26 @@ def causal_mask(
     t_k = t_q if t_k is None else t_k
     if t_k < t_q:
         raise ValueError(f"t_k={t_k} < t_q={t_q}: queries must not outnumber the keys they follow")
+    ### BEGIN SOLUTION attention
     ones = torch.ones(t_q, t_k, dtype=torch.bool, device=device)
     return torch.tril(ones, diagonal=t_k - t_q)
+    ### END SOLUTION
 
 
 def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
     """Keep mask (B, 1, 1, T_k) that hides padding keys: True where ids (B, T_k) != pad_id."""
+    ### BEGIN SOLUTION attention
     return (ids != pad_id)[:, None, None, :]
+    ### END SOLUTION
 
 
 def length_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     """Keep mask (B, 1, 1, T_k) from true lengths (B,): key j is kept when j < lengths[b]."""
+    ### BEGIN SOLUTION attention
     t_k = int(lengths.max()) if max_len is None else max_len
     positions = torch.arange(t_k, device=lengths.device)  # (T_k,)
     return (positions[None, :] < lengths[:, None])[:, None, None, :]
+    ### END SOLUTION
 
 
 class KVCache:
@@ -255,8 +263,10 @@ class MultiHeadAttention(nn.Module):
         self.last_weights: Tensor | None = None
 
     def _split_heads(self, x: Tensor) -> Tensor:
+        ### BEGIN SOLUTION multihead
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
+        ### END SOLUTION
 
     def forward(
         self,
@@ -312,5 +322,7 @@ class MultiHeadAttention(nn.Module):
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
             if self.record_weights:
                 self.last_weights = weights.detach()
+        ### BEGIN SOLUTION multihead
         out = out.transpose(1, 2).reshape(b, t_q, self.d_model)  # merge heads: (B, T_q, d_model)
-        return self.out_proj(out)
+        ### END SOLUTION
+        return speedups.linear(out, self.out_proj)  # self.out_proj(out), faster (speedups.py)

@@ -18,15 +18,17 @@ the three families.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from minigpt import scaling
+from minigpt import scaling, speedups
 from minigpt.attention import KVCache, StaticKVCache, padded_positions_and_mask, padding_mask
 from minigpt.config import ModelConfig
 from minigpt.dropout import Dropout
@@ -117,6 +119,36 @@ def layer_kwargs(config: ModelConfig) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def checkpointed(block: nn.Module, on: bool) -> Callable[..., Tensor]:
+    """`block`, or with `on` (and gradients being recorded) the block under activation
+    checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory cost").
+
+    Forward then keeps only the block's input, and backward runs the block once more to get the
+    activations its gradients need: about a third more compute, for one block's activations in
+    memory instead of every block's. `use_reentrant=False` is PyTorch's recommended variant: it
+    takes keyword arguments and stashes and restores the random state, so dropout draws the same
+    masks again and the gradients equal those of the plain run. Switched on per model by
+    `set_activation_checkpointing` (`minigpt train --activation-checkpointing`).
+    """
+    if not (on and torch.is_grad_enabled()):
+        return block
+    return partial(torch.utils.checkpoint.checkpoint, block, use_reentrant=False)
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool = True) -> int:
+    """Turn activation checkpointing of every block on (or off) in each stack of `model`
+    (DecoderLM's blocks, an Encoder's or Decoder's layers); returns the number of stacks."""
+    stacks = [m for m in model.modules() if hasattr(m, "activation_checkpointing")]
+    if not stacks:
+        raise ValueError(
+            f"{type(model).__name__} has no stack of blocks to checkpoint; "
+            "use a DecoderLM, EncoderLM or Seq2SeqLM"
+        )
+    for stack in stacks:
+        stack.activation_checkpointing = on
+    return len(stacks)
+
+
 def check_cache(cache: list[Any] | None, n_layers: int) -> None:
     """A KV cache holds one entry per layer; anything else is a caller's mistake."""
     if cache is not None and len(cache) != n_layers:
@@ -148,6 +180,8 @@ class Encoder(nn.Module):
     `embedding` may be passed in to share one table with a decoder (EncoderDecoder).
     """
 
+    activation_checkpointing = False  # recompute each layer in backward (`checkpointed`)
+
     def __init__(self, config: ModelConfig, embedding: InputEmbedding | None = None) -> None:
         super().__init__()
         self.config = config
@@ -167,6 +201,7 @@ class Encoder(nn.Module):
     def run_layers(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """The stack without the embedding: x (B, S, d_model) -> (B, S, d_model)."""
         for layer in self.layers:
+            layer = checkpointed(layer, self.activation_checkpointing)  # memory saver, when on
             x = layer(x, mask=mask)
         return x if self.norm is None else self.norm(x)
 
@@ -176,6 +211,8 @@ class Decoder(nn.Module):
     final norm (pre-norm only). `cache` (a list from `new_cache()`) turns on incremental
     decoding. A decoder-only GPT needs none of the memory plumbing: see `DecoderLM`.
     """
+
+    activation_checkpointing = False  # recompute each layer in backward (`checkpointed`)
 
     def __init__(self, config: ModelConfig, embedding: InputEmbedding | None = None) -> None:
         super().__init__()
@@ -219,6 +256,7 @@ class Decoder(nn.Module):
         check_cache(cache, len(self.layers))
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache[i]
+            layer = checkpointed(layer, self.activation_checkpointing)  # memory saver, when on
             x = layer(x, memory, self_mask, memory_mask, is_causal=True, cache=layer_cache)
         return x if self.norm is None else self.norm(x)
 
@@ -304,6 +342,8 @@ class DecoderLM(LanguageModel):
     and gives the logits a full forward over the whole sequence would give.
     """
 
+    activation_checkpointing = False  # recompute each block in backward (`checkpointed`)
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = self.config = config
@@ -364,10 +404,11 @@ class DecoderLM(LanguageModel):
         x = self.embedding(idx, offset if positions is None else positions)  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else cache[i]
+            block = checkpointed(block, self.activation_checkpointing)  # memory saver, when on
             x = block(x, cache=layer_cache, mask=mask, positions=positions)  # sees the past
         if self.norm is not None:
             x = self.norm(x)
-        logits = self.lm_head(x)  # (B, T, vocab)
+        logits = speedups.linear(x, self.lm_head)  # self.lm_head(x) (speedups.py): (B, T, vocab)
         return logits, self.loss(logits, targets)
 
 

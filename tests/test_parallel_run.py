@@ -22,7 +22,7 @@ import torch
 from minigpt.parallel.launch import free_port
 from minigpt.training.checkpoint import load_checkpoint
 from minigpt.training.run import run_training
-from minigpt.training.settings import TrainConfig
+from minigpt.training.settings import with_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64, block_size=16, dropout=0.0)
@@ -58,7 +58,9 @@ def torchrun(corpus: dict[str, str], out: Path, mode: str, **options: object) ->
 
 
 def single_process(corpus: dict[str, str], out: Path, **options) -> dict[str, torch.Tensor]:
-    cfg = TrainConfig(**MODEL, **TRAIN, tokenizer="char", **corpus, batch_size=8,
+    """The same run in one process, its settings filled in as the CLI fills them in (flags, then
+    the preset's recipe)."""
+    cfg = with_recipe(**MODEL, **TRAIN, tokenizer="char", **corpus, batch_size=8,
                       out_dir=str(out), progress=False, **options)  # fmt: skip
     run_training(cfg)
     return load_checkpoint(out / "ckpt.pt")["model_state"]

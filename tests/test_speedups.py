@@ -1,7 +1,8 @@
 """Every speed trick computes what its plain path computes, and `reference_mode` turns it off.
 
 The fast dropout masks are checked statistically (their random stream differs from PyTorch's);
-the fused projection and the attention kernel choice are compared with the written-out path.
+the fused projection, the attention kernel choice and the oneDNN linear are compared with the
+plain path.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import math
 
 import pytest
 import torch
+from conftest import assert_float_close
 from torch import nn
 
 from minigpt import speedups
 from minigpt.attention import causal_mask, scaled_dot_product_attention
+from minigpt.config import ModelConfig
+from minigpt.models import DecoderLM
 from minigpt.speedups import fast_keep_mask as keep_mask
 
 
@@ -100,3 +104,77 @@ def test_reference_mode_turns_every_trick_off_and_back_on_even_after_an_error() 
         raise RuntimeError("boom")
     assert speedups.enabled()
     assert speedups.dropout_mask(x, 0.5) is not None
+
+
+@pytest.fixture
+def onednn_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn the oneDNN linear on for this machine's vendor, whatever it is, to test its numbers."""
+    if not speedups._onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN linear op, so the trick never runs here")
+    monkeypatch.setattr(speedups, "ONEDNN_VENDORS", (speedups.cpu_vendor(),))
+
+
+def _runs_onednn(out: torch.Tensor) -> bool:
+    return type(out.grad_fn).__name__ == "_OneDNNLinearBackward"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_equals_linear_and_its_gradients(onednn_here: None, bias: bool) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 80, bias=bias)
+    x = torch.randn(3, 100, 48, requires_grad=True)  # 300 rows: above ONEDNN_MIN_ROWS
+    fast = speedups.linear(x, layer)
+    assert _runs_onednn(fast)
+    params = [x, layer.weight] + ([layer.bias] if bias else [])
+    fast_grads = torch.autograd.grad(fast.square().sum(), params)
+    plain = layer(x)
+    plain_grads = torch.autograd.grad(plain.square().sum(), params)
+    assert fast.shape == plain.shape
+    for a, b in zip([fast, *fast_grads], [plain, *plain_grads], strict=True):
+        assert_float_close(a, b)
+
+
+def test_onednn_linear_is_used_only_where_it_was_measured(
+    onednn_here: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain path: another vendor, few rows, bf16, autocast, a subclassed Linear, reference mode."""
+    layer, x = nn.Linear(16, 16), torch.randn(512, 16, requires_grad=True)
+    assert _runs_onednn(speedups.linear(x, layer))
+    assert not _runs_onednn(speedups.linear(x[:8], layer))  # decoding-sized: MKL
+    assert speedups.linear(x.bfloat16(), layer.bfloat16()).dtype == torch.bfloat16
+    layer.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert speedups.linear(x, layer).dtype == torch.bfloat16  # autocast's bf16 matmul
+    with speedups.reference_mode():
+        assert not _runs_onednn(speedups.linear(x, layer))
+
+    class Doubling(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    doubling = Doubling(16, 16)
+    torch.testing.assert_close(speedups.linear(x, doubling), 2 * nn.Linear.forward(doubling, x))
+    monkeypatch.setattr(speedups, "ONEDNN_VENDORS", ("SomeOtherVendor",))
+    assert not _runs_onednn(speedups.linear(x, layer))
+
+
+def test_decoder_lm_trains_to_the_same_numbers_with_and_without_the_tricks(
+    onednn_here: None,
+) -> None:
+    """Loss and every gradient of a training step: tricks on (oneDNN linears, fused q/k/v and
+    attention kernel) vs `reference_mode` (plain nn.Linear and the written-out attention)."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, max_len=32, d_model=32, n_heads=2, n_layers=2, d_ff=64,
+                         dropout=0.0)  # fmt: skip
+    model = DecoderLM(config)
+    idx, targets = torch.randint(0, 64, (2, 10, 32)).unbind(0)  # 320 rows per linear
+
+    def step() -> list[torch.Tensor]:
+        _, loss = model(idx, targets)
+        return [loss, *torch.autograd.grad(loss, list(model.parameters()))]
+
+    fast = step()
+    with speedups.reference_mode():
+        plain = step()
+    for a, b in zip(fast, plain, strict=True):
+        assert_float_close(a, b)

@@ -144,6 +144,77 @@ def test_budgets_resolve_to_steps(corpus, tmp_path):
         )
 
 
+class _StepClock:
+    """A stand-in for the loop's `time` module: the clock moves `per_step` seconds per training
+    step and not otherwise, so the step sizing sees a known speed."""
+
+    def __init__(self, per_step: float) -> None:
+        self.now, self.per_step = 0.0, per_step
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _run_on_clock(monkeypatch, cfg, per_step=0.05, crash_at=None):
+    import minigpt.training.loop as loop
+
+    clock, real_step = _StepClock(per_step), Trainer._train_one_step
+
+    def timed_step(self, progress):
+        if self.step == crash_at:
+            raise KeyboardInterrupt
+        clock.now += clock.per_step
+        return real_step(self, progress)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "time", clock)
+        m.setattr(Trainer, "_train_one_step", timed_step)
+        return run_training(cfg)
+
+
+def test_a_run_without_a_budget_sizes_its_steps_to_the_target_seconds(corpus, tmp_path,
+                                                                      monkeypatch, capsys):
+    """No --max-steps: after the first steps the trainer keeps as many as fit in
+    target_seconds at the measured speed (50 ms a step here -> 2 s / 0.05 = 40 steps), says so,
+    records it, and `--max-steps 40` repeats the run exactly; a slow machine never runs more
+    than DEFAULT_MAX_STEPS."""
+    from minigpt.training.settings import DEFAULT_MAX_STEPS
+
+    kw = dict(warmup_steps=5, target_seconds=2.0, eval_interval=1000, checkpoint_interval=1000)
+    sized = _run_on_clock(monkeypatch, make_cfg(corpus, tmp_path / "sized", progress=True, **kw))
+    assert sized["steps"] == 40
+    assert "sized to 40 steps: 50 ms per step" in capsys.readouterr().out
+    resolved = json.loads((tmp_path / "sized" / "run" / "config.json").read_text())["resolved"]
+    assert resolved["max_steps"] == 40
+    assert resolved["max_steps_sized_from"]["seconds_per_step"] == pytest.approx(0.05)
+    again = run_training(make_cfg(corpus, tmp_path / "fixed", max_steps=40, **kw))
+    assert losses(tmp_path / "fixed" / "run") == losses(tmp_path / "sized" / "run")
+    assert again["val_loss"] == sized["val_loss"]
+    fast = make_cfg(corpus, tmp_path / "fast", **{**kw, "target_seconds": 1e6})
+    from minigpt.data import load_prepared
+
+    data = load_prepared(corpus["data_dir"])
+    assert Trainer(build_model_for(fast, data.tokenizer), fast, data, data.tokenizer).max_steps \
+        == DEFAULT_MAX_STEPS  # the cap, before and after sizing  # fmt: skip
+    off = make_cfg(corpus, tmp_path / "off", target_seconds=0.0)
+    assert not Trainer(build_model_for(off, data.tokenizer), off, data, data.tokenizer).sizing
+    with pytest.raises(ValueError, match="target_seconds"):
+        make_cfg(corpus, tmp_path, target_seconds=-1.0)
+
+
+def test_a_sized_run_resumes_with_the_steps_it_was_sized_to(corpus, tmp_path, monkeypatch):
+    """A crash after the sizing, then --resume with no budget: the run keeps its 40 steps (read
+    from the checkpoint, not measured again) and ends exactly where an unbroken run ends."""
+    kw = dict(warmup_steps=5, target_seconds=2.0, eval_interval=1000, checkpoint_interval=25)
+    straight = _run_on_clock(monkeypatch, make_cfg(corpus, tmp_path / "a", **kw))
+    with pytest.raises(KeyboardInterrupt):
+        _run_on_clock(monkeypatch, make_cfg(corpus, tmp_path / "b", **kw), crash_at=30)
+    resumed = _run_on_clock(monkeypatch, make_cfg(corpus, tmp_path / "b", resume=True, **kw),
+                            per_step=5.0)  # a much slower machine now: no new sizing  # fmt: skip
+    assert resumed["steps"] == straight["steps"] == 40
+    assert losses(tmp_path / "b" / "run") == losses(tmp_path / "a" / "run")
+
+
 def test_gradient_accumulation_equals_one_big_batch(corpus, tmp_path):
     from minigpt.data import load_prepared
 

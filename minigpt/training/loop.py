@@ -34,13 +34,16 @@ from tqdm.auto import tqdm
 from minigpt.data import PreparedData, sample_windows
 from minigpt.device import resolve_device
 from minigpt.generate import GenerationConfig, sample_text
+from minigpt.models import set_activation_checkpointing
 from minigpt.plots import plot_training_curves
 from minigpt.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from minigpt.training.evaluation import evaluate_loss, val_metrics
 from minigpt.training.metrics import MetricsLog
+from minigpt.training.mfu import Peak, device_peak, model_flops_utilisation
 from minigpt.training.optim import WeightAverage, build_optimizer, lr_at
-from minigpt.training.precision import resolve_precision, time_fp32_and_bf16
-from minigpt.training.settings import DEFAULT_MAX_STEPS, OBJECTIVES, TrainConfig
+from minigpt.training.precision import enable_tf32, resolve_precision, time_fp32_and_bf16
+from minigpt.training.prefetch import to_device
+from minigpt.training.settings import DEFAULT_MAX_STEPS, OBJECTIVES, SIZING_STEPS, TrainConfig
 from minigpt.training.step import GradientSync, train_step
 
 
@@ -110,6 +113,9 @@ class Trainer:
         self.objective = OBJECTIVES[cfg.objective]
         self.batch_fn = self.objective.batches(tokenizer)
         self.device = resolve_device(cfg.device)
+        enable_tf32(self.device)  # CUDA: fp32 matmuls on TF32 tensor cores (a no-op elsewhere)
+        if cfg.activation_checkpointing:  # recompute each block in backward: memory for time
+            set_activation_checkpointing(model, True)
         if any(p.device != self.device for p in model.parameters()):
             model = model.to(self.device)  # (a sharded model is already placed: FSDP's
         self.model = model  # .to() would replace the parameters its optimizer holds)
@@ -141,6 +147,11 @@ class Trainer:
             self.max_steps = cfg.max_steps or DEFAULT_MAX_STEPS
         else:
             self.max_steps = None  # only the clock limits this run
+        # No budget given: the step count is sized from this machine's speed (one process
+        # only: a clock differs between processes, and all ranks must stop together).
+        no_budget = cfg.max_steps is None and cfg.max_tokens is None and cfg.time_limit_s is None
+        self.sizing = no_budget and cfg.target_seconds > 0 and cfg.parallel == "none"
+        self.sized_from: dict[str, float] | None = None  # what the sizing measured
         self.min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
         self.optimizer = optimizer if optimizer is not None else self.make_optimizer()
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -148,6 +159,7 @@ class Trainer:
         self.precision: str | None = None  # resolved when training starts (may probe)
         self.probe_s: tuple[float, float] | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self.peak: Peak | None = None  # what MFU is measured against (set when training starts)
         if forward_model is None:
             forward_model = torch.compile(self.model) if cfg.compile else self.model
         self.train_model = forward_model  # what the step calls
@@ -225,6 +237,7 @@ class Trainer:
             "precision": self.precision,
             "data_dir": str(Path(self.data.out_dir).resolve()),
             "block_size": self.block_size,
+            "max_steps": self.max_steps,  # a sized run resumes with the same schedule
         }
         if self.ema is not None:
             extra["ema_updates"] = self.ema.updates
@@ -254,6 +267,8 @@ class Trainer:
         if ckpt.get("rng") is not None:
             restore_rng_state(ckpt["rng"], self.generator)
         self.last_eval = dict(extra.get("last_eval") or {})
+        if self.sizing and self.step >= self._sizing_step():  # sized already: keep its steps
+            self.max_steps, self.sizing = int(extra.get("max_steps") or DEFAULT_MAX_STEPS), False
         self.resumed = True
         self.saved_step = self.step
 
@@ -274,7 +289,8 @@ class Trainer:
                 self.data.train, cfg.batch_size * self.world_size, self.window, self.generator
             )
             inputs, targets = self.batch_fn(windows, self.generator)  # (world * B, T) each
-            micro_batches.append((inputs[mine], targets[mine]))  # this rank's rows
+            # this rank's rows; on CUDA pinned and copied asynchronously (training.prefetch)
+            micro_batches.append(to_device((inputs[mine], targets[mine]), self.device))
         loss = self.step_fn(self.train_model, micro_batches, self.optimizer,
                             precision=self.precision, device=self.device, scaler=self.scaler,
                             grad_clip=cfg.grad_clip, grad_sync=self.grad_sync)  # fmt: skip
@@ -322,6 +338,7 @@ class Trainer:
             "precision": self.precision,
             "precision_probe_s": self.probe_s,
             "max_steps": self.max_steps,
+            "max_steps_sized_from": self.sized_from,
             "block_size": self.block_size,
             "tokens_per_step": self.tokens_per_step,
             "world_size": self.world_size,
@@ -347,6 +364,29 @@ class Trainer:
             plot_training_curves(self.metrics_path, self.out_dir / "loss.png", title=title)
 
     # -- the loop ----------------------------------------------------------------------------
+
+    def _sizing_step(self) -> int:
+        """The step after which a run without a budget fixes its step count. It falls inside
+        the warm-up, whose learning rates do not depend on the step count, so `--max-steps N`
+        with the printed N repeats the sized run exactly."""
+        return min(SIZING_STEPS, max(1, self.cfg.warmup_steps))
+
+    def _size_the_run(self, run: _RunState, timed_from: tuple[int, float]) -> None:
+        """Keep as many steps (at most DEFAULT_MAX_STEPS) as fit in cfg.target_seconds at the
+        speed of the steps just taken (the first one or two, slower while kernels warm up, are
+        left out of the measurement)."""
+        first_step, first_s = timed_from
+        per_step = (run.train_seconds() - first_s) / max(1, self.step - first_step)
+        fit = int(self.cfg.target_seconds / max(per_step, 1e-9))
+        self.max_steps = max(self.step + 1, min(DEFAULT_MAX_STEPS, fit))
+        self.sizing = False
+        self.sized_from = {"seconds_per_step": per_step, "target_seconds": self.cfg.target_seconds}
+        self._write_config()
+        self._say(
+            f"sized to {self.max_steps} steps: {per_step * 1000:.0f} ms per step here, "
+            f"~{self.cfg.target_seconds:.0f} s of training (at most {DEFAULT_MAX_STEPS:,} steps); "
+            f"repeat exactly with --max-steps {self.max_steps}"
+        )
 
     def _progress(self, run: _RunState) -> float | None:
         """Position in the cosine decay when a clock limits the run: the larger of the time
@@ -381,9 +421,24 @@ class Trainer:
                 "or raise warmup_steps, then resume"
             )
         tok_s = self.metrics.tokens_per_s(self.tokens_seen, run.train_seconds())
+        mfu = self._mfu(tok_s)
         self.metrics.append("train", self.step, self.tokens_seen, loss=loss, lr=self.lr,
-                            tokens_per_s=tok_s, elapsed_s=run.elapsed())  # fmt: skip
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+                            tokens_per_s=tok_s, mfu=mfu, elapsed_s=run.elapsed())  # fmt: skip
+        shown = {} if mfu is None else {"mfu": f"{100 * mfu:.1f}%"}
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", **shown, refresh=False)
+
+    def _resolve_peak(self) -> None:
+        """The device's peak FLOP/s in the run's precision (minigpt.training.mfu), once."""
+        if self.peak is None and hasattr(self.model, "flops_per_token"):
+            self.peak = device_peak(self.device, self._resolve_precision())
+            self._say(f"MFU is measured against {self.peak.describe()}")
+
+    def _mfu(self, tokens_per_s: float) -> float | None:
+        """Model-FLOPs utilisation of `tokens_per_s` (global tokens, so all ranks' peaks)."""
+        if self.peak is None:
+            return None
+        flops = self.model.flops_per_token(self.block_size)  # 6N + attention (minigpt.scaling)
+        return model_flops_utilisation(tokens_per_s, flops, self.peak.flops, self.world_size)
 
     def _evaluate_and_log(self) -> None:
         self.last_eval = e = self.evaluate()
@@ -416,14 +471,16 @@ class Trainer:
         """Run until the step/token budget or the time limit; evaluate, checkpoint, return."""
         cfg = self.cfg
         self._resolve_precision()
+        self._resolve_peak()  # before the clock starts: a measured peak is not training time
         self.metrics.start(self.tokens_seen, resume_step=self.step if self.resumed else None)
         self._write_config()
         run = _RunState(time.perf_counter(), torch.zeros((), device=self.device))
-        start_tokens, stopped_by = self.tokens_seen, "max_steps"
+        start_tokens, start_step, stopped_by = self.tokens_seen, self.step, "max_steps"
         self.model.train()
         bar = tqdm(total=self.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (cfg.progress and self.is_main_process),
                    desc=f"train {cfg.objective}")  # fmt: skip
+        timed_from = (self.step, 0.0)  # (step, train seconds) the sizing measures from
         try:
             while self.max_steps is None or self.step < self.max_steps:
                 if cfg.time_limit_s and run.elapsed() >= cfg.time_limit_s:
@@ -432,6 +489,12 @@ class Trainer:
                 run.pending += self._train_one_step(self._progress(run))
                 run.n_pending += 1
                 bar.update(1)
+                if self.sizing and self.step - start_step == min(2, self._sizing_step() - 1):
+                    timed_from = (self.step, run.train_seconds())  # warm-up steps left out
+                if self.sizing and self.step >= self._sizing_step():
+                    self._size_the_run(run, timed_from)
+                    bar.total = self.max_steps
+                    bar.refresh()
                 if self.step == self.max_steps:
                     break  # the final evaluation and checkpoint follow the loop
                 self._between_steps(run, bar)
@@ -449,6 +512,8 @@ class Trainer:
             "seconds": run.elapsed(),
             "train_seconds": train_s,
             "tokens_per_s": (self.tokens_seen - start_tokens) / max(train_s, 1e-9),
+            "mfu": self._mfu((self.tokens_seen - start_tokens) / max(train_s, 1e-9)),
+            "mfu_peak": None if self.peak is None else self.peak.describe(),
             "checkpoint": str(ckpt),
             "precision": self.precision,
             "device": str(self.device),

@@ -101,12 +101,14 @@ def lr_at(
     The decay's position is `progress` in [0, 1] when given (e.g. the fraction of a time
     budget used), else the fraction of the steps after warm-up that are done.
     """
+    ### BEGIN SOLUTION lr_schedule
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if progress is None:
         progress = (step - warmup_steps) / max(1, (max_steps or step + 1) - warmup_steps)
     progress = min(max(progress, 0.0), 1.0)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    ### END SOLUTION
 
 
 class WeightAverage:

@@ -6,8 +6,9 @@ prediction shifts by one) and a factory that builds the batch function from the 
 special ids. `TrainConfig` validates every knob with a one-line message, so a bad flag fails
 before any data is prepared; its choices come from the registries that define them (objectives
 here, presets, positionals and activations in `minigpt.config`, precisions, devices, tokenizer
-kinds), so the CLI and the config cannot disagree. `minigpt.training.run` runs it; lessons
-06-08 use it.
+kinds), so the CLI and the config cannot disagree. A preset may bring a recipe, its training
+settings (`RECIPES`: the course's homework run), which `with_recipe` fills in under the flags
+given. `minigpt.training.run` runs it; lessons 06-08 use it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ from minigpt.objectives import BatchFn, causal_lm_batch, mlm_batch, span_corrupt
 from minigpt.tokenizer import EOT, MASK, N_SENTINELS, PAD, TOKENIZER_KINDS, sentinel
 from minigpt.training.precision import PRECISIONS
 
-# Used when no budget (steps, tokens or time) is given: `tiny` on 2 CPU cores in a few minutes.
+# When no budget (steps, tokens or time) is given, a run trains DEFAULT_MAX_STEPS steps, or
+# fewer where the machine is slow: after SIZING_STEPS real steps the trainer measures its speed
+# and keeps only as many steps as fit in `target_seconds` (Trainer._size_the_run). A fixed step
+# count would not keep "a few minutes" on every CPU: 2,000 steps of `tiny` took 3 min 20 s on an
+# Intel Xeon with AMX bf16 and 14 min 25 s on an AMD EPYC without native bf16 (fp32).
 DEFAULT_MAX_STEPS = 2000
+SIZING_STEPS = 20
 
 
 # ----------------------------------------------------------------------------- objectives
@@ -152,6 +158,9 @@ class TrainConfig:
     max_steps: int | None = None  # budget in steps ...
     max_tokens: int | None = None  # ... or in training tokens (not both)
     time_limit_s: float | None = None  # wall-clock budget: stop, then evaluate
+    # No budget above: train at most DEFAULT_MAX_STEPS steps, sized from the first steps' speed
+    # to take about this many seconds of training (0 = always DEFAULT_MAX_STEPS).
+    target_seconds: float = 150.0
     lr: float = 1e-3
     min_lr: float | None = None  # end of the cosine; default lr / 10
     warmup_steps: int = 100
@@ -166,6 +175,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda[:i] | mps
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory
     parallel: str = "none"  # a PARALLEL_MODES entry; the others start under torchrun
     ddp_strategy: str = "overlap"  # ddp / zero1: naive | bucketed | overlap (parallel/ddp.py)
     bucket_size_mb: float = 25.0  # ddp / zero1 (bucketed, overlap): gradient bucket size
@@ -216,6 +226,8 @@ class TrainConfig:
             fail("ema_decay", "must be in [0, 1): 0 turns the average off, 0.99 is typical")
         if self.max_steps is not None and self.max_tokens is not None:
             fail("max_tokens", "give max_steps or max_tokens, not both")
+        if self.target_seconds < 0:
+            fail("target_seconds", "must be >= 0 seconds (0 turns step sizing off)")
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             fail("time_limit_s", "must be > 0 seconds (or unset)")
         if not self.lr > 0:
@@ -237,6 +249,9 @@ class TrainConfig:
                      "trains only its stage's weights); drop --ema-decay")  # fmt: skip
             if self.compile:
                 fail("compile", "is not supported with --parallel pipeline; drop --compile")
+            if self.activation_checkpointing:
+                fail("activation_checkpointing", "is not supported with --parallel pipeline "
+                     "(stages run their blocks themselves); drop --activation-checkpointing")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             fail("min_lr", f"must be between 0 and lr={self.lr}")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
@@ -264,6 +279,56 @@ class TrainConfig:
                 "was this config written by another minigpt version?"
             )
         return cls(**d)
+
+
+# ----------------------------------------------------------------------------- recipes
+
+# A recipe is a preset's training settings: `--preset NAME` fills them in for every flag not
+# given (`with_recipe`). "homework" is the course's run (lecture "ChatGPT from scratch": 35M
+# parameters, 105M tokens, ~100M tokens an hour on the lecturer's desktop GPU): the `homework`
+# preset with GPT-2's 50,257-token vocabulary (35,269,632 parameters) on WikiText-103, about
+# one pass over its training text. Sized for a 24 GB card: 32 windows of 512 tokens (16,384
+# tokens a step, 6,409 steps; `minigpt.memory.setting_bytes` estimates 8.3 GiB at bf16, so a
+# 16 GB card fits too). lr 6e-4 decaying to 6e-5 and betas (0.9, 0.95) are GPT-3's for its
+# smallest models (Brown et al. 2020, table 2.1 and appendix B); no dropout, since one pass
+# over the text never sees a window twice. 40 evaluation batches (655k tokens) cover all of
+# WikiText-103's validation split; samples continue the course's prompt. Not yet measured on
+# a GPU: the README says so.
+#
+# "tiny" is the main job, `minigpt train` with no flags: minutes of CPU training on the embedded
+# corpus, its step count sized to ~150 s on the machine at hand (`target_seconds`). It takes the
+# two choices that won the one-minute runs of benchmarks/quality_per_second.py (65 s, Intel
+# Xeon, each against the one before): rotary positions (1.705 -> 1.682 bits per byte) and relu
+# (-> 1.645-1.653), and keeps the preset's dropout 0.1, because the sized run repeats the small
+# corpus many times. Measured as `minigpt train` on a 2-core AMD EPYC (bf16, idle): with
+# dropout 0.1, 1,053 steps, 1.655; without, 1,828 steps (no masks to draw: 11.0k vs 6.5k
+# tokens/s) and 1.812 at the end, best 1.719 at step 750: it memorised the text.
+RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(positional="rope", activation="relu"),
+    "homework": dict(
+        data="wikitext103", tokenizer="gpt2", block_size=512, batch_size=32,
+        max_tokens=105_000_000, lr=6e-4, min_lr=6e-5, warmup_steps=500, betas=(0.9, 0.95),
+        dropout=0.0, eval_interval=500, eval_batches=40, checkpoint_interval=500,
+        log_interval=50, sample_every=1000, sample_prompt="Thomas Jefferson was",
+        sample_tokens=100,
+    ),
+}  # fmt: skip
+# Settings that choose how long a run is: one given replaces all of the recipe's.
+_BUDGET_FIELDS = ("max_steps", "max_tokens", "time_limit_s", "target_seconds")
+
+
+def with_recipe(**given: Any) -> TrainConfig:
+    """The TrainConfig of the settings `given` (e.g. the CLI's flags), where each setting not
+    given comes from the preset's recipe (`RECIPES`), and only then from TrainConfig's default.
+
+    A budget given (steps, tokens, seconds) replaces the recipe's, so `--preset homework
+    --max-steps 2` is a two-step run of the recipe, not an error about two budgets.
+    """
+    recipe = dict(RECIPES.get(given.get("preset", TrainConfig.preset), {}))
+    if any(given.get(name) is not None for name in _BUDGET_FIELDS):
+        for name in _BUDGET_FIELDS:
+            recipe.pop(name, None)
+    return TrainConfig(**{**recipe, **given})
 
 
 def model_config_for(cfg: TrainConfig, tokenizer: Any) -> ModelConfig:
