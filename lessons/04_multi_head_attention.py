@@ -30,6 +30,10 @@ which keeps the weights for plots) and a fast path (PyTorch's fused
 agree to float precision, match `nn.MultiheadAttention`, and times them: the fused kernel is
 what training uses.
 
+Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
+(load average 15-26): quick mode 5.2 s, full mode 9.3 s of CPU time (a quiet 2-core machine
+needs about that or less); the busy machine took 1 min 48 s and 2 min 48 s of wall-clock time.
+
 Run:  python lessons/04_multi_head_attention.py [--quick] [--device cpu] [--out-dir DIR]
 """
 
@@ -48,6 +52,7 @@ from torch import nn
 
 from minigpt.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from minigpt.lesson import run_lesson, save_figure
+from minigpt.plots import draw_attention_map
 
 SENTENCE = "The teacher taught the student with the book ."
 FEATURES = ["person", "action", "object", "article", "relation", "end"]
@@ -109,10 +114,10 @@ def hand_made_heads() -> MultiHeadAttention:
 
 
 def time_paths(
-    b: int, t: int, d_model: int, n_heads: int, repeats: int, dev: torch.device
+    b: int, t: int, d_model: int, n_heads: int, repeats: int, dev: torch.device, seed: int = 0
 ) -> dict[str, float]:
     """Agreement and median forward+backward time of both paths, run alternately."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     mha = MultiHeadAttention(d_model, n_heads).to(dev)
     x = torch.randn(b, t, d_model, device=dev)
     outputs, grads, times = {}, {}, {"explicit": [], "fast": []}
@@ -145,9 +150,11 @@ def main(
     quick: bool = False,
     device: str | None = None,
     out_dir: str | Path = "runs/lessons/04_multi_head_attention",
+    seed: int = 0,
 ) -> dict:
-    """Run the lesson; return its key numbers (tests assert on them)."""
-    torch.manual_seed(0)
+    """Run the lesson; return its key numbers (tests assert on them). `seed` changes the
+    random module, inputs and timing run of section 4: the four heads are made by hand."""
+    torch.manual_seed(seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,12 +199,9 @@ def main(
     results["head_focus"] = focus
     results["book_top2_head2"] = [words[j] for j in sorted(weights[2, 7].topk(2).indices.tolist())]
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 9.5))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 11))
     for h, ax in enumerate(axes.flat):
-        ax.imshow(weights[h].numpy(), cmap="viridis", vmin=0, vmax=1)
-        ax.set_xticks(range(t), words, rotation=60)
-        ax.set_yticks(range(t), words)
-        ax.set_title(f"head {h}: {HEAD_NAMES[h]}")
+        draw_attention_map(ax, weights[h], words, title=f"head {h}: {HEAD_NAMES[h]}")
     fig.suptitle("Per-head attention maps (rows: query word, columns: attended word)")
     fig.tight_layout()
     save_figure(fig, out / "head_maps.png", dpi=100)
@@ -220,7 +224,7 @@ def main(
     print(f"   head 2's part of the merged output for 'book' (features it gathered): {gathered}")
 
     # 4. Explicit vs fast path, and PyTorch's own module.
-    torch.manual_seed(1)
+    torch.manual_seed(seed + 1)
     rnd = MultiHeadAttention(D_MODEL, N_HEADS).to(dev).eval()
     ref = nn.MultiheadAttention(D_MODEL, N_HEADS, batch_first=True).to(dev).eval()
     with torch.no_grad():
@@ -248,7 +252,7 @@ def main(
     )
 
     shape = (2, 256, 128, 4) if quick else (8, 256, 384, 6)
-    timing = time_paths(*shape, repeats=5 if quick else 15, dev=dev)
+    timing = time_paths(*shape, repeats=5 if quick else 15, dev=dev, seed=seed)
     results["timing_shape"] = shape
     results |= {f"timing_{key}": value for key, value in timing.items()}
     print(f"   forward+backward at (B, T, d_model, heads) = {shape}, median, alternating runs:")

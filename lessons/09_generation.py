@@ -6,7 +6,8 @@ The course shows the decision as a panel of sliders — max new tokens 200, samp
 sample top P 1, temperature 0.8 — and `minigpt.generate.GenerationConfig` is that panel.
 
 1. **Temperature** divides the logits before the softmax. Below 1 the distribution sharpens
-   (at 0.5 "cake", 0.20, grows to about half of the mass); above 1 it flattens towards uniform.
+   (at 0.5 "cake", 0.20, grows to three quarters of the mass, 0.74); above 1 it flattens
+   towards uniform.
 2. **Top-k and top-p** cut the distribution before sampling: top-k keeps the k likeliest words,
    top-p the smallest set whose probabilities reach p (p = 0.3 keeps cake + donut, 0.20 +
    0.10). Both keep some randomness while ruling out "banana"-like surprises.
@@ -28,11 +29,17 @@ sample top P 1, temperature 0.8 — and `minigpt.generate.GenerationConfig` is t
    1 - 0.75^(n+1) (the query's key appears among n random shots with probability
    1 - 0.75^n). All the learning happened in the prompt: the weights never saw these mappings.
 
-Measured on this project's 2-core CPU (an AMD EPYC, shared with other jobs): quick mode 40 s
-when the machine is quiet (induction at step ~440), up to ~3 minutes when other jobs load both
-cores; full mode (1500 LM steps, up to 2500 recall steps) was not timed. With GPT-2's weights at
-$MINIGPT_GPT2_DIR (model.safetensors or pytorch_model.bin beside encoder.json and vocab.bpe) the
-lesson also scores the course's review example with GPT-2; without them that step is skipped.
+Measured on a 2-core AMD EPYC CPU (torch 2.13; the lesson runs its tiny models on one thread)
+while other jobs kept it busy (load average 15-26): quick mode 64 s of CPU time (a quiet 2-core
+machine needs about that or less; the busy machine took 14 min 37 s of wall-clock time, and an
+earlier run on a quiet machine 40 s), full mode 3 min 46 s of CPU time (38 min 43 s of
+wall-clock time on the busy machine). Quick mode spends most of it in the recall training,
+which stops 100 steps after induction (step 437 in one run, 559 in a later one); full mode in
+its 1500 language-model steps.
+
+With GPT-2's weights at $MINIGPT_GPT2_DIR (model.safetensors or pytorch_model.bin beside
+encoder.json and vocab.bpe) the lesson also scores the course's review example with GPT-2;
+without them that step is skipped.
 
 Run:  python lessons/09_generation.py [--quick] [--device cpu] [--out-dir DIR]
 """
@@ -59,7 +66,7 @@ from minigpt.generate import (
     top_k_filter,
     top_p_filter,
 )
-from minigpt.lesson import run_lesson, save_figure
+from minigpt.lesson import Progress, run_lesson, save_figure
 from minigpt.models import DecoderLM
 from minigpt.tokenizer import CharTokenizer
 
@@ -89,7 +96,9 @@ def recall_batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor
     return pairs.reshape(n, 2 * PAIRS), keys, labels
 
 
-def train_recall_model(max_steps: int, device: torch.device) -> tuple[DecoderLM, dict]:
+def train_recall_model(
+    max_steps: int, device: torch.device, seed: int = 0
+) -> tuple[DecoderLM, dict]:
     """A 2-layer GPT trained on recall sequences, the loss on label positions only.
 
     Induction appears as a drop of the loss after a plateau near 1.2 (where the model only
@@ -97,13 +106,16 @@ def train_recall_model(max_steps: int, device: torch.device) -> tuple[DecoderLM,
     below 0.8 (a perfect copier scores 0.57 here: the first sight of each key stays a guess)
     or at max_steps.
     """
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=N_KEYS + N_LABELS, max_len=2 * PAIRS, d_model=64, n_heads=4,
                       n_layers=2, d_ff=256, positional="rope", dropout=0.0)  # fmt: skip
     model = DecoderLM(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed + 1)
     smoothed, found_at, losses, t0 = 1.4, None, [], time.time()
+    print(f"  training up to {max_steps} steps (the time left assumes all of them); it stops "
+          "100 steps after induction")  # fmt: skip
+    progress = Progress(max_steps, "  recall step", indent="")
     for step in range(max_steps):
         seq = recall_batch(128, g)[0].to(device)
         inputs, targets = seq[:, :-1], seq[:, 1:].clone()
@@ -114,8 +126,10 @@ def train_recall_model(max_steps: int, device: torch.device) -> tuple[DecoderLM,
         opt.step()
         losses.append(loss.item())
         smoothed = 0.95 * smoothed + 0.05 * losses[-1]
+        progress(step + 1, smoothed_loss=smoothed)
         if found_at is None and smoothed < 0.8:
             found_at = step
+            print(f"  step {step + 1}: the smoothed loss fell below 0.8 (induction); 100 more")
         if found_at is not None and step >= found_at + 100:
             break
     info = dict(steps=len(losses), induction_step=found_at, seconds=time.time() - t0,
@@ -123,9 +137,9 @@ def train_recall_model(max_steps: int, device: torch.device) -> tuple[DecoderLM,
     return model.eval(), info
 
 
-def icl_curve(model: DecoderLM, n: int, device: torch.device) -> dict[int, float]:
+def icl_curve(model: DecoderLM, n: int, device: torch.device, seed: int = 0) -> dict[int, float]:
     """Accuracy on n fresh mappings for each shot count, labels scored by log-likelihood."""
-    g = torch.Generator().manual_seed(1234)  # held out: a seed training never used
+    g = torch.Generator().manual_seed(seed + 1234)  # held out: a seed training never used
     label_ids = [[N_KEYS + i] for i in range(N_LABELS)]
     acc = {}
     for shots in SHOTS:
@@ -138,24 +152,29 @@ def icl_curve(model: DecoderLM, n: int, device: torch.device) -> dict[int, float
     return acc
 
 
-def train_char_lm(steps: int, d: int, device: torch.device) -> tuple[DecoderLM, CharTokenizer]:
+def train_char_lm(
+    steps: int, d: int, device: torch.device, seed: int = 0
+) -> tuple[DecoderLM, CharTokenizer]:
     """A small character-level GPT on the embedded corpus (Python's documentation)."""
     text = pydoc_corpus()[:400_000]
     tok = CharTokenizer.train(text)
     data = torch.tensor(tok.encode(text), dtype=torch.long)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=tok.vocab_size, max_len=128, d_model=d, n_heads=4, n_layers=2,
                       d_ff=4 * d, positional="rope")  # fmt: skip
     model = DecoderLM(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
+    g = torch.Generator().manual_seed(seed)
+    progress = Progress(steps, "  LM step", indent="")
+    for step in range(1, steps + 1):
         start = torch.randint(0, data.numel() - 65, (32,), generator=g)
         win = torch.stack([data[s : s + 65] for s in start.tolist()]).to(device)
         _, loss = model(win[:, :-1], win[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if progress.due(step):
+            progress(step, loss=loss.item())
     return model.eval(), tok
 
 
@@ -169,15 +188,15 @@ def repeated_fraction(text: str, n: int = 8) -> float:
     return repeats / max(len(chunks), 1)
 
 
-def constructed_beam_case(device: torch.device) -> dict:
+def constructed_beam_case(device: torch.device, seed: int = 0) -> dict:
     """Train on: P -> A (40%, then one of 4 X's evenly) | B Y (35%) | C Z (25%); greedy vs beam."""
     p, a, b, c, y, z, eos, xs = 1, 2, 3, 4, 5, 6, 7, torch.tensor([8, 9, 10, 11])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=12, max_len=8, d_model=32, n_heads=2, n_layers=1, d_ff=64)
     model = DecoderLM(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / 200)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     for _ in range(200):
         u = torch.rand(256, generator=g)
         first = torch.where(u < 0.4, a, torch.where(u < 0.75, b, c))
@@ -212,6 +231,7 @@ def plot_distributions(out: Path) -> tuple[Path, Path]:
         xs = [j + (i - 1) * width for j in range(shown)]
         ax.bar(xs, probs.tolist(), width, label=f"temperature {t:g}")
     ax.set_xticks(range(shown), WORDS)
+    ax.set_xlabel("next word (the course's example; 134 more words of 0.005 not drawn)")
     ax.set_ylabel("probability of the next word")
     ax.set_title("One next-word distribution under three temperatures")
     ax.legend()
@@ -230,8 +250,9 @@ def plot_distributions(out: Path) -> tuple[Path, Path]:
         ax.set_xticks(range(shown), WORDS)
         ax.axvline(int(kept.sum()) - 0.5, color="tab:red", linestyle="--", label="cut-off")
         ax.set_title(f"{title}: {int(kept.sum())} words kept (blue)")
+        ax.set_xlabel("next word")
+        ax.set_ylabel("probability (temperature 1)")
         ax.legend()
-    axes[0].set_ylabel("probability (temperature 1)")
     fig.suptitle("The course's example: what top-k and top-p leave to sample from")
     fig.tight_layout()
     cut_path = out / "top_k_top_p.png"
@@ -250,15 +271,16 @@ def plot_icl(acc: dict[int, float], losses: list[float], out: Path) -> Path:
     axes[0].plot(shots, [acc[s] for s in shots], "o-", label="2-layer model (held-out mappings)")
     axes[0].plot(shots, [1 - 0.75 ** (s + 1) for s in shots], "k--", label="perfect copier")
     axes[0].axhline(0.25, color="gray", linestyle=":", label="chance (4 labels)")
-    for s in shots:
-        axes[0].annotate(f"{acc[s]:.2f}", (s, acc[s]), textcoords="offset points", xytext=(0, 6),
-                         ha="center")  # fmt: skip
+    for s in shots:  # each value below right of its point, clear of both lines
+        axes[0].annotate(f"{acc[s]:.2f}", (s, acc[s]), textcoords="offset points",
+                         xytext=(6, -14), ha="left")  # fmt: skip
     axes[0].set_xticks(shots)
     axes[0].set_xlabel("shots (solved examples in the prompt)")
     axes[0].set_ylabel("accuracy")
     axes[0].set_ylim(0, 1.05)
     axes[0].set_title("In-context learning: accuracy rises with shots")
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc="lower right", bbox_to_anchor=(1, 0.27), fontsize=8)  # between the
+    # curve and the chance line, clear of the value labels
     axes[1].plot(losses, linewidth=0.8)
     axes[1].axhline(0.57, color="k", linestyle="--", label="perfect copier (0.57)")
     axes[1].set_xlabel("training step")
@@ -294,18 +316,20 @@ def main(
     quick: bool = False,
     device: str | None = None,
     out_dir: str | Path = "runs/lessons/09_generation",
+    seed: int = 0,
 ) -> dict:
-    """Run the lesson; returns its key numbers (tests assert on them)."""
+    """Run the lesson; returns its key numbers (tests assert on them). `seed` sets every
+    model's initial weights, the training data and the samples."""
     t_start = time.time()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # these models are tiny: splitting their matmuls costs more
     try:
-        return _run(quick, device, out_dir, t_start)
+        return _run(quick, device, out_dir, t_start, seed)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(quick: bool, device: str | None, out_dir: str | Path, t_start: float) -> dict:
+def _run(quick: bool, device: str | None, out_dir: str | Path, t_start: float, seed: int) -> dict:
     settings = QUICK if quick else FULL
     dev = torch.device(device or "cpu")
     out = Path(out_dir)
@@ -327,16 +351,16 @@ def _run(quick: bool, device: str | None, out_dir: str | Path, t_start: float) -
     plots = list(plot_distributions(out))
 
     print("\n== 3. Greedy's repetition on a small trained model ==")
-    lm, tok = train_char_lm(settings["lm_steps"], settings["lm_d"], dev)
+    lm, tok = train_char_lm(settings["lm_steps"], settings["lm_d"], dev, seed)
     prompt = tok.encode("The ")
     variants = {
         "greedy": GenerationConfig(max_new_tokens=120, greedy=True),
         "greedy + repetition penalty 1.3": GenerationConfig(max_new_tokens=120, greedy=True,
                                                             repetition_penalty=1.3),
-        "temperature 0.5": GenerationConfig(max_new_tokens=120, temperature=0.5, seed=0),
-        "panel (0.8, top-k 25)": GenerationConfig(max_new_tokens=120, seed=0),
+        "temperature 0.5": GenerationConfig(max_new_tokens=120, temperature=0.5, seed=seed),
+        "panel (0.8, top-k 25)": GenerationConfig(max_new_tokens=120, seed=seed),
         "temperature 1.5, top-p 0.9": GenerationConfig(max_new_tokens=120, temperature=1.5,
-                                                       top_p=0.9, top_k=None, seed=0),
+                                                       top_p=0.9, top_k=None, seed=seed),
     }  # fmt: skip
     repeats = {}
     for name, cfg in variants.items():
@@ -349,17 +373,17 @@ def _run(quick: bool, device: str | None, out_dir: str | Path, t_start: float) -
           f"({repeats['greedy']:.0%} vs {repeats['panel (0.8, top-k 25)']:.0%})")
 
     print("\n== 4. Beam search vs greedy on a constructed case ==")
-    case = constructed_beam_case(dev)
+    case = constructed_beam_case(dev, seed)
     print(f"  greedy writes {case['greedy']} (model probability {case['greedy_prob']:.3f})")
     print(f"  beam of 2 finds {case['beam']} (model probability {case['beam_prob']:.3f}), "
           f"{case['beam_prob'] / case['greedy_prob']:.1f}x likelier")
     results["beam_case"] = case
 
     print("\n== 5. In-context learning on associative recall ==")
-    model, info = train_recall_model(settings["icl_max_steps"], dev)
+    model, info = train_recall_model(settings["icl_max_steps"], dev, seed)
     print(f"  trained {info['steps']} steps in {info['seconds']:.0f} s; induction at step "
           f"{info['induction_step']}; final label loss {info['final_loss']:.2f}")
-    acc = icl_curve(model, settings["icl_eval"], dev)
+    acc = icl_curve(model, settings["icl_eval"], dev, seed)
     for s, a in acc.items():
         print(f"  {s} shots: accuracy {a:.2f}  (perfect copier {1 - 0.75 ** (s + 1):.2f})")
     rising = all(acc[b] >= acc[a] - 0.03 for a, b in zip(SHOTS, SHOTS[1:], strict=False))
@@ -387,7 +411,7 @@ if __name__ == "__main__":
         main,
         __doc__,
         "runs/lessons/09_generation",
-        quick_help="small, fast settings (< 1 minute)",
+        quick_help="small, fast settings (about a minute)",
         device_help="cpu, cuda, ... (default cpu)",
         out_help="where the plots go (default runs/lessons/09_generation)",
     )

@@ -33,8 +33,10 @@ layers to int8 (`minigpt.quantize`, exactly what `minigpt quantize CKPT --int8` 
 reports the size and the validation bits per byte before and after, next to bf16 and fp16
 casts of the same model.
 
-Measured on a 2-core AMD EPYC CPU (torch 2.13) while other jobs shared it: quick mode 32 s,
-full mode 4 min 18 s.
+Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread while other jobs kept it busy:
+quick mode 13 s of CPU time (load average ~18; 2 min 26 s of wall-clock time there), full mode
+3 min 37 s of CPU time (load average ~5; 4 min 45 s of wall-clock time). A quiet 2-core machine
+needs about that or less. (Full mode trained 1000 steps before: 7 min 32 s of CPU.)
 
 Run:  python lessons/10_memory_and_quantization.py [--quick] [--device cpu] [--out-dir DIR]
 """
@@ -71,7 +73,9 @@ from minigpt.training.settings import OBJECTIVES, TrainConfig
 
 QUICK = dict(d_model=64, n_layers=2, n_heads=4, d_ff=256, block=64, batch=16, steps=150,
              lr=3e-3, measure_batch={"tiny": 4, "small": 2})  # fmt: skip
-FULL = dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, block=128, batch=32, steps=1000,
+# Full mode trains 500 steps (2M characters): 1000 took 7.5 minutes of CPU on one thread for
+# the same story (int8 per channel: +0.00005 bits per byte at 1000 steps).
+FULL = dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, block=128, batch=32, steps=500,
             lr=2e-3, measure_batch={"tiny": 16, "small": 8})  # fmt: skip
 # A GPT of ~1B parameters (GPT-2's vocabulary, 2,048-token context), for the course's tables.
 ONE_B = dict(vocab_size=50257, max_len=2048, d_model=2048, n_heads=16, n_layers=18, d_ff=8192)
@@ -128,9 +132,9 @@ def where_the_rules_differ() -> dict:
             "checkpointed_gb": ckpt}  # fmt: skip
 
 
-def measure(preset: str, batch: int, device: torch.device) -> dict:
+def measure(preset: str, batch: int, device: torch.device, seed: int = 0) -> dict:
     """One real training step of `preset` against the estimates, bytes per part."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = ModelConfig.from_preset(preset)
     model = DecoderLM(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -180,7 +184,7 @@ def formats() -> dict:
     return {"formats": table, "int8_spans": spans}
 
 
-def train_and_quantize(p: dict, device: str | None, out: Path) -> dict:
+def train_and_quantize(p: dict, device: str | None, out: Path, seed: int = 0) -> dict:
     print("\n6. An int8 model: train a small GPT, quantize its linear layers, evaluate again")
     data = prepare("pydoc", tokenizer="char", out_dir=out / "data", special_tokens=(EOT,),
                    progress=False)  # fmt: skip
@@ -190,10 +194,12 @@ def train_and_quantize(p: dict, device: str | None, out: Path) -> dict:
                       warmup_steps=p["steps"] // 10, eval_interval=p["steps"], eval_batches=10,
                       log_interval=50, checkpoint_interval=p["steps"], precision="fp32",
                       dropout=0.0, device=device or "auto", out_dir=str(out / "run"),
-                      progress=False, seed=0)  # fmt: skip
+                      progress=True, seed=seed)  # fmt: skip
     config = ModelConfig(vocab_size=data.tokenizer.vocab_size, max_len=p["block"],
                          d_model=p["d_model"], n_heads=p["n_heads"], n_layers=p["n_layers"],
                          d_ff=p["d_ff"])  # fmt: skip
+    print(f"   training {p['steps']} steps of {p['batch']} x {p['block']} characters "
+          "(a progress bar shows the time left)")  # fmt: skip
     Trainer(DecoderLM(config), cfg, data, data.tokenizer).train()
     ckpt = out / "run" / "ckpt.pt"
     paths = {"int8 per-channel": quantize_checkpoint(ckpt, out / "run" / "ckpt-int8.pt"),
@@ -244,6 +250,7 @@ def plot_measured(measured: dict, path: Path) -> Path:
         for x, v in zip(xs, got, strict=True):
             ax.text(x + 0.2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(xs), PARTS)
+        ax.set_xlabel("part of one training step's memory")
         ax.set_ylabel("MiB")
         ax.set_title(f"{preset}: {m['n_params'] / 1e6:.1f}M params, batch {m['batch']}, fp32")
         ax.legend(fontsize=8, loc="upper left")
@@ -281,8 +288,10 @@ def main(
     quick: bool = False,
     device: str | None = None,
     out_dir: str | Path = "runs/lessons/10_memory_and_quantization",
+    seed: int = 0,
 ) -> dict:
-    """Compute the course's memory tables, check them against measurement, quantize a model."""
+    """Compute the course's memory tables, check them against measurement, quantize a model.
+    `seed` sets the measured models' weights and inputs and the trained model's run."""
     p = QUICK if quick else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +302,7 @@ def main(
     print(f"   {'model':6s}{'part':>13s}{'estimated':>12s}{'measured':>12s}{'ratio':>8s}")
     measured = {}
     for preset, batch in p["measure_batch"].items():
-        m = measured[preset] = measure(preset, batch, dev)
+        m = measured[preset] = measure(preset, batch, dev, seed)
         for part in PARTS:
             e, g = m["estimated"][part], m["measured"][part]
             print(f"   {preset:6s}{part:>13s}{e / 2**20:10.2f}MB{g / 2**20:10.2f}MB{g / e:8.3f}")
@@ -307,7 +316,7 @@ def main(
     results["peak_worst_error"] = worst
     results["zero_gb"] = zero_figure()
     results |= formats()
-    results["quantized"] = train_and_quantize(p, device, out)
+    results["quantized"] = train_and_quantize(p, device, out, seed)
     results["plots"] = [str(plot_measured(measured, out / "memory_measured.png")),
                         str(plot_batches(results["batches"], out / "memory_vs_batch.png"))]
     return results

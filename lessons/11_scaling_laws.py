@@ -26,7 +26,11 @@ the tokens per parameter. At a few seconds of CPU per run these numbers are nois
 character-level task is not web text, so read them as the method, not as a replication.
 
 Measured on a 2-core AMD EPYC CPU (torch 2.13) while other jobs shared it: quick mode 18 s,
-full mode 2 min 51 s (at its largest budget the valley is inside the sweep).
+full mode 2 min 51 s of wall-clock time (at its largest budget the valley is inside the sweep).
+Measured again with one thread while other jobs kept the machine busy: quick mode 23 s of CPU
+time (load average ~18; 4 min 24 s of wall-clock time there), full mode 1 min 30 s of CPU time
+(load average ~2.5; 1 min 43 s of wall-clock time). Every run prints a line with the time so
+far.
 
 Run:  python lessons/11_scaling_laws.py [--quick] [--device cpu] [--out-dir DIR]
 """
@@ -89,15 +93,17 @@ def course_table() -> list[dict]:
     return rows
 
 
-def train_run(config: ModelConfig, data, budget: float, p: dict, device: torch.device) -> dict:
+def train_run(
+    config: ModelConfig, data, budget: float, p: dict, device: torch.device, seed: int = 0
+) -> dict:
     """Train one model for exactly `budget` FLOPs (rounded to whole steps); its val loss."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = DecoderLM(config).to(device)
     tokens_per_step = p["batch"] * p["block"]
     fpt = flops_per_token(config, seq_len=p["block"])
     steps = max(1, round(budget / (fpt * tokens_per_step)))
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     warmup = max(1, steps // 10)
     for step in range(steps):
         for group in opt.param_groups:
@@ -120,24 +126,26 @@ def train_run(config: ModelConfig, data, budget: float, p: dict, device: torch.d
             "flops": fpt * d, "budget": budget, "val_loss": val}  # fmt: skip
 
 
-def sweep(p: dict, device: torch.device, out: Path) -> list[dict]:
+def sweep(p: dict, device: torch.device, out: Path, seed: int = 0) -> list[dict]:
     data = prepare("pydoc", tokenizer="char", out_dir=out / "data", special_tokens=(EOT,),
                    progress=False)  # fmt: skip
     print(f"\n2. The sweep: {len(p['widths'])} widths x {len(p['budgets'])} budgets, "
           f"{N_LAYERS}-layer GPTs, {p['batch']} x {p['block']} characters per step")
     print("   (N = FLOPs per token / 6: the weights a token pays for, so that C = 6 N D)")
     print(f"   {'budget':>9s}{'d_model':>8s}{'N':>9s}{'tokens D':>10s}{'D/N':>7s}{'steps':>7s}"
-          f"{'val loss':>10s}")  # fmt: skip
-    runs = []
+          f"{'val loss':>10s}{'time so far':>13s}")  # fmt: skip
+    runs, t0 = [], time.perf_counter()
     for budget in p["budgets"]:
         for width in p["widths"]:
             config = ModelConfig(vocab_size=data.tokenizer.vocab_size, max_len=p["block"],
                                  d_model=width, n_heads=max(1, width // 16), n_layers=N_LAYERS,
                                  d_ff=4 * width)  # fmt: skip
-            r = train_run(config, data, budget, p, device)
+            r = train_run(config, data, budget, p, device, seed)
             runs.append(r)
             print(f"   {budget:9.1e}{width:8d}{r['n_params']:9,.0f}{r['tokens']:10,d}"
-                  f"{r['tokens'] / r['n_params']:7.1f}{r['steps']:7d}{r['val_loss']:10.4f}")
+                  f"{r['tokens'] / r['n_params']:7.1f}{r['steps']:7d}{r['val_loss']:10.4f}"
+                  f"{time.perf_counter() - t0:11.0f} s  (run {len(runs)} of "
+                  f"{len(p['widths']) * len(p['budgets'])})", flush=True)  # fmt: skip
     return runs
 
 
@@ -233,15 +241,17 @@ def main(
     quick: bool = False,
     device: str | None = None,
     out_dir: str | Path = "runs/lessons/11_scaling_laws",
+    seed: int = 0,
 ) -> dict:
-    """Recompute the Chinchilla table, run a toy scaling sweep, fit it; return the numbers."""
+    """Recompute the Chinchilla table, run a toy scaling sweep, fit it; return the numbers.
+    `seed` sets every run's initial weights and batches (all runs share it)."""
     p = QUICK if quick else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device or "auto")
     t0 = time.perf_counter()
     table = course_table()
-    runs = sweep(p, dev, out)
+    runs = sweep(p, dev, out, seed)
     fits = fit(runs, p["budgets"])
     plots = [str(plot_isoflops(runs, fits, out / "isoflop_profiles.png")),
              str(plot_optimum(fits, out / "compute_optimal.png"))]  # fmt: skip

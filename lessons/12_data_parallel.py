@@ -40,6 +40,10 @@ All ranks here are processes on this machine talking over gloo (CPU); on GPUs th
 runs with NCCL under `torchrun`. Plots: the strategies' step times and all-reduce counts, and
 the ZeRO memory bars.
 
+Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
+(load average 15-26): quick mode 23 s, full mode 1 min 42 s of CPU time (a quiet 2-core machine
+needs about that or less); the busy machine took 2 min 11 s and 11 min 18 s of wall-clock time.
+
 Run:  python lessons/12_data_parallel.py [--quick] [--device cpu] [--out-dir DIR]
 """
 
@@ -112,17 +116,17 @@ def flat_grad(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([q.grad.flatten() for q in model.parameters() if q.grad is not None])
 
 
-def _replicas(rank: int, p: dict) -> dict:
+def _replicas(rank: int, p: dict, seed: int) -> dict:
     """Section 1 on one rank: different starts, the broadcast, one averaged gradient."""
-    torch.manual_seed(rank)  # each rank initialises its own model: they start different
+    torch.manual_seed(seed + rank)  # each rank initialises its own model: they start different
     model = DecoderLM(config(p))
     mine = torch.cat([q.detach().flatten() for q in model.parameters()])
     rank0 = mine.clone()
     dist.broadcast(rank0, src=0)
     dp = DataParallel(model, strategy="bucketed")  # broadcasts rank 0's weights and buffers
     after = torch.cat([q.detach().flatten() for q in model.parameters()])
-    x, y = dataset(p, WORLD * PER_RANK)
-    share = list(ShardedSampler(WORLD * PER_RANK, rank, WORLD, seed=0))
+    x, y = dataset(p, WORLD * PER_RANK, seed=seed)
+    share = list(ShardedSampler(WORLD * PER_RANK, rank, WORLD, seed=seed))
     dp(x[share], y[share])[1].backward()
     dp.sync_gradients()
     return {
@@ -133,12 +137,12 @@ def _replicas(rank: int, p: dict) -> dict:
     }
 
 
-def _strategies(rank: int, p: dict) -> dict:
+def _strategies(rank: int, p: dict, seed: int) -> dict:
     """Section 3 on one rank: one step of every strategy per round, in turn; medians."""
-    x, y = dataset(p, PER_RANK * (p["rounds"] + p["warmup"]), seed=10 + rank)
+    x, y = dataset(p, PER_RANK * (p["rounds"] + p["warmup"]), seed=seed + 10 + rank)
     runs = {}
     for name in STRATEGIES:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = DecoderLM(config(p))
         if name == "PyTorch DDP":
             wrapped = DistributedDataParallel(model, bucket_cap_mb=p["bucket_mb"])
@@ -163,6 +167,9 @@ def _strategies(rank: int, p: dict) -> dict:
                 times[name].append(elapsed.item())
             if isinstance(wrapped, DataParallel):
                 log[name] = list(wrapped.comm_log)
+        if rank == 0:  # progress: one line per round of the four strategies' steps
+            kind = "warm-up" if i < p["warmup"] else "timed"
+            print(f"   round {i + 1}/{p['rounds'] + p['warmup']} ({kind}) done", flush=True)
     return {
         "step_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
         "all_reduces": {name: len(records) for name, records in log.items()},
@@ -171,11 +178,11 @@ def _strategies(rank: int, p: dict) -> dict:
     }
 
 
-def _zero(rank: int, p: dict) -> dict:
+def _zero(rank: int, p: dict, seed: int) -> dict:
     """Section 4 on one rank: ZeRO-1 against plain AdamW, two steps, state bytes."""
     results = {}
     for name in ("plain", "zero"):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = DecoderLM(config(p))
         dp = DataParallel(model, strategy="bucketed")
         if name == "plain":
@@ -183,7 +190,7 @@ def _zero(rank: int, p: dict) -> dict:
         else:
             opt = ShardedOptimizer(model.parameters(), torch.optim.AdamW, lr=1e-3)
         for step in range(2):
-            x, y = dataset(p, PER_RANK, seed=100 + WORLD * step + rank)
+            x, y = dataset(p, PER_RANK, seed=seed + 100 + WORLD * step + rank)
             opt.zero_grad(set_to_none=True)
             dp(x, y)[1].backward()
             dp.sync_gradients()
@@ -204,16 +211,18 @@ def _zero(rank: int, p: dict) -> dict:
     return results
 
 
-def _rank_main(rank: int, p: dict) -> dict:
+def _rank_main(rank: int, p: dict, seed: int = 0) -> dict:
     """Everything multi-process, in one start-up of the ranks (each start costs seconds)."""
-    replicas, strategies = _replicas(rank, p), _strategies(rank, p)
-    return {"replicas": replicas, "strategies": strategies, "zero": _zero(rank, p)}
+    replicas, strategies = _replicas(rank, p, seed), _strategies(rank, p, seed)
+    return {"replicas": replicas, "strategies": strategies, "zero": _zero(rank, p, seed)}
 
 
-def single_process_gradients(p: dict, shares: list[list[int]]) -> tuple[torch.Tensor, ...]:
+def single_process_gradients(
+    p: dict, shares: list[list[int]], seed: int = 0
+) -> tuple[torch.Tensor, ...]:
     """One process: the gradient of the batch of 18, and of 3 accumulated micro-batches of 6."""
-    x, y = dataset(p, WORLD * PER_RANK)
-    torch.manual_seed(0)
+    x, y = dataset(p, WORLD * PER_RANK, seed=seed)
+    torch.manual_seed(seed)  # rank 0's initial weights: the ones the broadcast gave every rank
     model = DecoderLM(config(p))
     model(x, y)[1].backward()
     whole = flat_grad(model)
@@ -235,7 +244,8 @@ def plot_strategies(s: dict, path: Path) -> Path:
     ms = [s["step_ms"][n] for n in names]
     bars = ax1.bar(names, ms, color=colors)
     ax1.bar_label(bars, labels=[f"{v:.0f} ms" for v in ms])
-    ax1.set(ylabel="median training step (ms)", title=f"Step time, {WORLD} ranks (gloo, CPU)")
+    ax1.set(xlabel="gradient all-reduce strategy", ylabel="median training step (ms)",
+            title=f"Step time, {WORLD} ranks (gloo, CPU)")  # fmt: skip
     calls = [s["all_reduces"].get(n, 0) for n in names[:3]]
     bars = ax2.bar(names[:3], calls, color=colors[:3])
     labels = [
@@ -243,7 +253,8 @@ def plot_strategies(s: dict, path: Path) -> Path:
         for c, n in zip(calls, names[:3], strict=True)
     ]
     ax2.bar_label(bars, labels=labels, fontsize=8)
-    ax2.set(ylabel="all-reduce calls per step", title="Communication calls per step")
+    ax2.set(xlabel="gradient all-reduce strategy (ours)", ylabel="all-reduce calls per step",
+            title="Communication calls per step")  # fmt: skip
     for ax in (ax1, ax2):
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
@@ -274,8 +285,9 @@ def plot_zero(path: Path) -> Path:
     for i, total in enumerate(bottom):
         ax.annotate(f"{total:.1f} GB", (i, total), ha="center", va="bottom")
     ax.set(
+        xlabel="what is sharded over the 64 devices",
         ylabel="GB of model states per device",
-        title="ZeRO memory per device: 7.5B parameters, 64 devices, mixed-precision Adam",
+        title="ZeRO memory per device\n7.5B parameters, 64 devices, mixed-precision Adam",
     )
     ax.legend()
     ax.margins(y=0.12)
@@ -289,8 +301,10 @@ def main(
     quick: bool = False,
     device: str | None = None,
     out_dir: str | Path = "runs/lessons/12_data_parallel",
+    seed: int = 0,
 ) -> dict:
-    """Run the lesson; return its key numbers (tests assert on them)."""
+    """Run the lesson; return its key numbers (tests assert on them). `seed` sets the ranks'
+    initial weights, the data and the sampler's shuffle."""
     p = QUICK if quick else FULL
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,9 +313,10 @@ def main(
     n_params = DecoderLM(config(p)).num_parameters()
     print(
         f"Starting {WORLD} ranks (processes joined by gloo), each with a {n_params:,}-parameter "
-        f"GPT ({p['n_layers']} layers, width {p['d_model']}) ..."
+        f"GPT ({p['n_layers']} layers, width {p['d_model']}); while they run, rank 0 reports "
+        "each round of section 3's timed steps ..."
     )
-    ranks = spawn(_rank_main, WORLD, args=(p,), timeout=600)
+    ranks = spawn(_rank_main, WORLD, args=(p, seed), timeout=600)
     results: dict = {"world_size": WORLD, "samples_per_rank": PER_RANK, "n_params": n_params}
 
     print("\n1. Replicas start equal: rank 0's weights are broadcast to the others")
@@ -322,7 +337,7 @@ def main(
     print(f"   disjoint and covering every sample once: {covered}")
     results["shares_cover_batch"] = covered
     grads = [r["grad"] for r in rep]
-    whole, accumulated = single_process_gradients(p, shares)
+    whole, accumulated = single_process_gradients(p, shares, seed)
     eps = torch.finfo(torch.float32).eps
     scale = float(whole.abs().max())
     results |= {

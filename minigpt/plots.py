@@ -8,7 +8,8 @@ overfit; a curve that jumps up says the learning rate is too high. The trainer
 one JSON object per line to `metrics.jsonl` — kind "train" (step, tokens, loss,
 lr, tokens_per_s), "eval" (val_loss, val_ppl, val_bpb) or "sample" — and calls
 `plot_training_curves` to redraw `loss.png` at every checkpoint. Lessons 06-08
-use the same functions for their figures.
+use the same functions for their figures, and lessons 03-04 draw their attention
+maps with `draw_attention_map`.
 
 matplotlib is imported inside the functions with the non-interactive Agg backend,
 so importing minigpt never needs a display or pays matplotlib's start-up cost.
@@ -54,6 +55,17 @@ def series(
     return xs, ys
 
 
+SPARSE_POINTS = 30  # a series with at most this many points is drawn with markers
+
+
+def curve_style(n_points: int) -> tuple[str, str | None]:
+    """(line style, marker) for a series of `n_points`: a sparse series (a few evaluations)
+    gets a marker on every point, since a bare line through three points looks like data
+    measured everywhere between them; a single point is a marker alone."""
+    marker = "o" if n_points <= SPARSE_POINTS else None
+    return ("-" if n_points > 1 else "", marker)
+
+
 def plot_curves(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     path: str | Path,
@@ -80,8 +92,8 @@ def plot_curves(
     for label, (xs, ys) in curves.items():
         if len(xs) == 0:
             continue
-        style = "-" if len(xs) > 1 else "o"
-        ax.plot(xs, ys, style, label=label, linewidth=1.5, markersize=4)
+        style, marker = curve_style(len(xs))
+        ax.plot(xs, ys, style, marker=marker, label=label, linewidth=1.5, markersize=4)
     if hline is not None:
         ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
     ax.set_xlabel(xlabel)
@@ -105,14 +117,72 @@ def plot_training_curves(
     *,
     title: str | None = None,
     hline: tuple[float, str] | None = None,
+    initial_loss: float | None = None,
 ) -> Path:
-    """Training and validation loss against step, from a metrics.jsonl path or its records."""
+    """Training and validation loss against step, from a metrics.jsonl path or its records.
+
+    `initial_loss` is the validation loss measured before the first step: it becomes the
+    validation curve's first point, at step 0, so the curve starts where the untrained model
+    did (near ln V) instead of at the first evaluation, after the steepest fall is over.
+    """
     records = read_metrics(metrics) if isinstance(metrics, (str, Path)) else list(metrics)
-    curves = {
-        "train loss": series(records, "train", "loss"),
-        "val loss": series(records, "eval", "val_loss"),
-    }
+    curves = training_curves(records, initial_loss=initial_loss)
     return plot_curves(curves, path, title=title, hline=hline)
+
+
+def training_curves(
+    records: Iterable[Mapping[str, Any]], *, initial_loss: float | None = None
+) -> dict[str, tuple[list[float], list[float]]]:
+    """The "train loss" and "val loss" series of a run's records; `initial_loss` (measured
+    before training) is put first on the validation curve, at step 0, unless the run already
+    evaluated at step 0."""
+    records = list(records)
+    val_xs, val_ys = series(records, "eval", "val_loss")
+    if initial_loss is not None and math.isfinite(initial_loss) and (not val_xs or val_xs[0] > 0):
+        val_xs, val_ys = [0, *val_xs], [initial_loss, *val_ys]
+    return {"train loss": series(records, "train", "loss"), "val loss": (val_xs, val_ys)}
+
+
+def draw_attention_map(
+    ax: Any,
+    weights: Any,
+    keys: Sequence[str],
+    queries: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    decimals: int = 2,
+    colorbar: bool = True,
+) -> Any:
+    """Draw one attention map (rows: query words, columns: the words they attend to) on a
+    matplotlib axis; returns the image.
+
+    The colour scale is fixed to 0..1 (a weight is a probability, so maps of different heads
+    compare by eye) and shown in a colour bar; every cell carries its weight rounded to
+    `decimals`, the rounding a lesson prints its matrices with, so the plot and the printed
+    matrix say the same number, 0.00 included (a blank cell would hide a small weight).
+    """
+    import numpy as np
+
+    values = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights,
+                        dtype=float)  # fmt: skip
+    queries = list(keys) if queries is None else list(queries)
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(keys)), list(keys), rotation=60)
+    ax.set_yticks(range(len(queries)), queries)
+    ax.set_xlabel("attends to (key)")
+    ax.set_ylabel("word (query)")
+    if title:
+        ax.set_title(title)
+    size = 7 if max(values.shape) <= 10 else 5.5
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            w = values[i, j]
+            colour = "black" if w > 0.6 else "white"  # viridis is bright (yellow) near 1
+            ax.text(j, i, f"{w:.{decimals}f}", ha="center", va="center", fontsize=size,
+                    color=colour)  # fmt: skip
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    return image
 
 
 # Colours of a pipeline timeline's passes: forward, backward (input gradient), weight
@@ -145,7 +215,7 @@ def plot_pipeline_timeline(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_stages = max(1 + max(e.stage for e in events) for events in panels.values())
-    height = 0.9 + (0.42 * n_stages + 0.55) * len(panels)
+    height = 0.9 + (0.42 * n_stages + 0.75) * len(panels)
     fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(10, height))
     span = max(e.end for events in panels.values() for e in events) * scale
     for ax, (name, events) in zip(axes[:, 0], panels.items(), strict=True):
@@ -165,7 +235,7 @@ def plot_pipeline_timeline(
         ax.set_title(name, fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
-    axes[-1, 0].set_xlabel(xlabel)
+        ax.set_xlabel(xlabel, fontsize=8)  # every panel: each is read on its own
     used = {e.op for events in panels.values() for e in events}
     names = {"F": "forward", "B": "backward (B: input gradient only, where W is split off)",
              "W": "weight gradient (W)"}  # fmt: skip
