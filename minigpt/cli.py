@@ -75,14 +75,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    from minigpt.corpora import CORPORA
     from minigpt.tokenizer import TOKENIZER_KINDS
 
     p.add_argument(
         "--data",
         default="pydoc",
         metavar="SOURCE",
-        help="corpus: 'pydoc' (embedded Python docs, offline), 'tinyshakespeare', "
-        "'tinystories' (downloaded), or a path to a .txt file / folder (default: pydoc)",
+        help="corpus: 'pydoc' (embedded Python docs, offline), a named download ("
+        + ", ".join(CORPORA) + "; see data/README.md), or a path to a .txt file / folder "
+        "(default: pydoc)",
     )
     p.add_argument(
         "--tokenizer",
@@ -98,11 +100,18 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from minigpt.data import prepare
 
-    kwargs = {"source": args.data, "tokenizer": args.tokenizer, "out_dir": args.data_dir}
+    kwargs = {"source": args.data, "tokenizer": args.tokenizer, "out_dir": args.data_dir,
+              "workers": args.workers}  # fmt: skip
     if args.vocab_size is not None:
         kwargs["vocab_size"] = args.vocab_size
     if args.val_fraction is not None:
         kwargs["val_fraction"] = args.val_fraction
+    if args.tokenizer_sample_mb is not None:
+        if args.tokenizer_sample_mb <= 0:
+            raise UsageError(f"--tokenizer-sample-mb must be > 0, got {args.tokenizer_sample_mb}")
+        kwargs["tokenizer_sample_bytes"] = round(args.tokenizer_sample_mb * 1e6)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     prepared = prepare(**kwargs)
     meta = prepared.meta
     n_bytes = meta["train_bytes"] + meta["val_bytes"]
@@ -138,6 +147,7 @@ _TRAIN_FIELDS = [
     ("max_steps", "max_steps"),
     ("max_tokens", "max_tokens"),
     ("time_limit", "time_limit_s"),
+    ("target_seconds", "target_seconds"),
     ("lr", "lr"),
     ("warmup_steps", "warmup_steps"),
     ("weight_decay", "weight_decay"),
@@ -147,6 +157,7 @@ _TRAIN_FIELDS = [
     ("precision", "precision"),
     ("device", "device"),
     ("compile", "compile"),
+    ("activation_checkpointing", "activation_checkpointing"),
     ("parallel", "parallel"),
     ("ddp_strategy", "ddp_strategy"),
     ("bucket_size_mb", "bucket_size_mb"),
@@ -162,7 +173,7 @@ _TRAIN_FIELDS = [
 
 def cmd_train(args: argparse.Namespace) -> int:
     from minigpt.training.run import run_training
-    from minigpt.training.settings import TrainConfig
+    from minigpt.training.settings import with_recipe
 
     values = {}
     for flag, field in _TRAIN_FIELDS:
@@ -170,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is None or value is False:  # not given: keep TrainConfig's default
             continue
         values[field] = value
-    cfg = TrainConfig(**values)
+    cfg = with_recipe(**values)  # flags first, then the preset's recipe, then the defaults
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.parallel == "none" and launched > 1:
         raise UsageError(f"started as {launched} processes (torchrun) but --parallel is none: "
@@ -186,7 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0  # rank 0 reports for the run
     print(
         f"done: {result['steps']} steps, {result['tokens']:,} tokens in {result['seconds']:.0f} s "
-        f"({result['tokens_per_s']:,.0f} tokens/s)"
+        f"({result['tokens_per_s']:,.0f} tokens/s"
+        + ("" if result.get("mfu") is None else f", MFU {100 * result['mfu']:.1f}%") + ")"
     )
     print(f"val loss {result['val_loss']:.4f}  perplexity {math.exp(result['val_loss']):.2f}"
           + _bpb_text(result["val_bpb"]))
@@ -194,8 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint {ckpt}")
     if cfg.objective == "clm" and not args.no_sample:
         print("\nsample:")
-        print(_sample(ckpt, prompt="", max_new_tokens=200, temperature=0.8, top_k=50,
-                      top_p=None, seed=args.seed if args.seed is not None else 0,
+        print(_sample(ckpt, prompt=cfg.sample_prompt, max_new_tokens=200, temperature=0.8,
+                      top_k=50, top_p=None, seed=args.seed if args.seed is not None else 0,
                       device=args.device))
         print(f"\n(more with: minigpt sample {ckpt} --prompt 'The ')")
     return 0
@@ -432,6 +444,57 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- assignment
+
+
+def cmd_assignment_list(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from minigpt.assignment.exercises import EXERCISES
+
+    for e in EXERCISES.values():
+        after = f", builds on {', '.join(e.builds_on)}" if e.builds_on else ""
+        print(f"{e.name} (lesson {e.lesson:02d}, {e.points} points{after}): {e.title}")
+        print(textwrap.fill(e.statement, 96, initial_indent="    ", subsequent_indent="    "))
+        print(f"    files: {', '.join(e.files)}")
+        print("    tests: " + "\n           ".join(e.tests))
+    print(f"{len(EXERCISES)} exercises, {sum(e.points for e in EXERCISES.values())} points")
+    return 0
+
+
+def cmd_assignment_make(args: argparse.Namespace) -> int:
+    from minigpt.assignment.exercises import select
+    from minigpt.assignment.make import make_assignment
+
+    exercises = select(args.exercises)
+    stubbed = make_assignment(exercises, Path(args.out))
+    files = sorted({r.path for r in stubbed})
+    print(f"wrote {args.out}: {len(stubbed)} regions of {len(exercises)} exercises stubbed "
+          f"({', '.join(e.name for e in exercises)}) in {len(files)} files")
+    print(f"grade it with: minigpt assignment grade {args.out}")
+    return 0
+
+
+def cmd_assignment_grade(args: argparse.Namespace) -> int:
+    import json
+
+    from minigpt.assignment.exercises import select
+    from minigpt.assignment.grade import grade, gradescope_results, score_table, total
+
+    def progress(result: Any) -> None:
+        print(f"  {result.exercise.name}: {result.status} ({result.seconds:.1f} s)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    results = grade(Path(args.directory), select(args.exercises), timeout=args.timeout,
+                    jobs=args.jobs, on_result=progress)  # fmt: skip
+    print(score_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(gradescope_results(results), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    scored, possible = total(results)
+    return 0 if scored == possible else 1
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -454,11 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    from minigpt.data import TOKENIZER_SAMPLE_BYTES
+
     p = sub.add_parser("prepare", help="tokenize a corpus into train/val token files",
                        description="Tokenize a corpus once into train/val token files.")
     _add_data_flags(p)
     p.add_argument("--val-fraction", type=float, default=None,
-                   help="fraction of the text (its end) kept for validation (default 0.1)")
+                   help="fraction of the text (its end) kept for validation (default 0.1; "
+                   "ignored by corpora with their own validation text, e.g. wikitext103)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that tokenize in parallel; the files are the same for any N "
+                   "(default: 1 for small corpora, else one per core, at most 8)")
+    p.add_argument("--tokenizer-sample-mb", type=float, default=None, metavar="MB",
+                   help="BPE is trained on the whole training split up to this size, on evenly "
+                   f"spaced slices of it beyond (default {TOKENIZER_SAMPLE_BYTES / 1e6:g}); the "
+                   "text itself is streamed, never held in memory whole")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help=f"pretrain a model ({', '.join(OBJECTIVES)})",
@@ -466,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
                    help=f"{objectives} (default: clm)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="model size, a preset of minigpt.config (default: tiny)")
+                   help="model size, a preset of minigpt.config (default: tiny); `homework` "
+                   "also brings the course's training recipe (each flag given overrides it)")
     for flag, kind, text in (
         ("--d-model", int, "width of the residual stream"),
         ("--n-layers", int, "number of transformer layers"),
@@ -476,9 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("--dropout", float, "dropout probability"),
         ("--batch-size", int, "sequences per micro-batch"),
         ("--grad-accum", int, "micro-batches accumulated per optimizer step"),
-        ("--max-steps", int, "optimizer steps to train for"),
+        ("--max-steps", int, "optimizer steps to train for (default: 2,000, or as many as "
+         "fit in --target-seconds on this machine, measured over the first 20 steps)"),
         ("--max-tokens", int, "alternative budget: stop after this many training tokens"),
         ("--time-limit", float, "alternative budget: stop after this many seconds"),
+        ("--target-seconds", float, "with no budget given: size the steps (at most 2,000) to "
+         "train about this long (default 150; 0 = always 2,000)"),
         ("--lr", float, "peak learning rate"),
         ("--warmup-steps", int, "linear warm-up steps before cosine decay"),
         ("--weight-decay", float, "AdamW weight decay (matrices only)"),
@@ -497,10 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="feed-forward activation (default: the preset's)")
     _add_data_flags(p)
+    p.set_defaults(data=None, tokenizer=None)  # not given: the preset's recipe, else pydoc / bpe
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="numeric precision (default: auto = fastest that converges)")
     p.add_argument("--device", default=None, help=f"{devices} (default: auto)")
     p.add_argument("--compile", action="store_true", help="use torch.compile")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in backward: less memory, ~1/3 "
+                   "more compute (for a model or batch that does not fit otherwise)")
     p.add_argument("--parallel", choices=PARALLEL_MODES, default=None,
                    help="train on several processes started by `torchrun --nproc_per_node N "
                    "-m minigpt train --parallel MODE ...`: ddp / zero1 are minigpt's own data "
@@ -605,6 +686,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="PATH",
                    help="where to write it (default: CKPT-int8.pt beside the input)")
     p.set_defaults(func=cmd_quantize)
+
+    from minigpt.assignment.grade import DEFAULT_TIMEOUT_S
+
+    p = sub.add_parser("assignment", help="course kit: list, make and grade exercises",
+                       description="Hand the library out as homework: cut exercises out of "
+                       "the source as NotImplementedError stubs, then grade a student's copy.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+
+    def assignment_usage(args: argparse.Namespace, p: argparse.ArgumentParser = p) -> int:
+        p.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    p.set_defaults(func=assignment_usage)
+    exercises_help = ("comma-separated exercise names (see `minigpt assignment list`) "
+                      "or all")  # fmt: skip
+    a = actions.add_parser("list", help="the exercises, their files, points and tests",
+                           description="List the exercises of the course kit.")
+    a.set_defaults(func=cmd_assignment_list)
+    a = actions.add_parser("make", help="write a student copy with exercises stubbed",
+                           description="Copy the source checkout minigpt is installed from "
+                           "(this needs a clone installed with `pip install -e .`, not a wheel) "
+                           "to a new folder, leaving out .git, .venv, runs, data and caches; "
+                           "each region of the chosen exercises becomes a NotImplementedError "
+                           "stub and every solution marker is removed.")
+    a.add_argument("--exercises", required=True, help=exercises_help)
+    a.add_argument("--out", required=True, metavar="DIR",
+                   help="the new folder (must not exist, or be empty)")
+    a.set_defaults(func=cmd_assignment_make)
+    a = actions.add_parser("grade", help="run each exercise's tests, print the scores",
+                           description="Grade a copy: each exercise's tests run in their own "
+                           "process with DIR's minigpt first on the path; an exercise whose "
+                           "prerequisite fails is reported blocked. Exit status 0 at full "
+                           "marks, 1 otherwise.")
+    a.add_argument("directory", nargs="?", default=".", metavar="DIR",
+                   help="the student's copy (default: the current folder)")
+    a.add_argument("--json", default=None, metavar="PATH",
+                   help="also write Gradescope's results.json here")
+    a.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="seconds each exercise may take before it is killed (default "
+                   f"{DEFAULT_TIMEOUT_S:g})")
+    a.add_argument("--exercises", default="all", help=exercises_help + " (default: all)")
+    a.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="exercises graded at once (default 1)")
+    a.set_defaults(func=cmd_assignment_grade)
     return parser
 
 

@@ -74,6 +74,7 @@ def sinusoidal_table(max_len: int, d_model: int, base: float = 10000.0) -> Tenso
     """
     if max_len <= 0 or d_model <= 0:
         raise ValueError(f"max_len={max_len} and d_model={d_model} must both be positive integers")
+    ### BEGIN SOLUTION sinusoidal
     position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d_model / 2),)
     inv_freq = torch.exp(-math.log(base) * two_i / d_model)  # 1 / base^(2i/d_model)
@@ -82,6 +83,7 @@ def sinusoidal_table(max_len: int, d_model: int, base: float = 10000.0) -> Tenso
     table[:, 0::2] = torch.sin(angles)
     table[:, 1::2] = torch.cos(angles[:, : d_model // 2])  # odd d_model: one cosine fewer
     return table.to(torch.float32)
+    ### END SOLUTION
 
 
 def _check_length(t: int, offset: int | Tensor, max_len: int) -> None:

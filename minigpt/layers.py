@@ -77,11 +77,13 @@ class EncoderLayer(nn.Module):
         `positions` (B, T): per-row positions for RoPE (padded batches)."""
 
         how = dict(mask=mask, is_causal=is_causal, cache=cache, positions=positions)
+        ### BEGIN SOLUTION residual
         if self.norm_first:  # x + sublayer(norm(x))
             x = x + self.dropout1(self.self_attn(self.norm1(x), **how))
             return x + self.dropout2(self.ffn(self.norm2(x)))
         x = self.norm1(x + self.dropout1(self.self_attn(x, **how)))  # norm(x + sublayer(x))
         return self.norm2(x + self.dropout2(self.ffn(x)))
+        ### END SOLUTION
 
 
 class GPTBlock(EncoderLayer):
@@ -207,6 +209,7 @@ class DecoderLayer(nn.Module):
             out = self.cross_attn(h, context=memory, mask=memory_mask, cache=cross_cache)
             return self.dropout2(out)
 
+        ### BEGIN SOLUTION residual
         if self.norm_first:  # x + sublayer(norm(x))
             x = x + self_block(self.norm1(x))
             x = x + cross_block(self.norm2(x))
@@ -214,6 +217,7 @@ class DecoderLayer(nn.Module):
         x = self.norm1(x + self_block(x))  # norm(x + sublayer(x))
         x = self.norm2(x + cross_block(x))
         return self.norm3(x + self.dropout3(self.ffn(x)))
+        ### END SOLUTION
 
 
 @torch.no_grad()

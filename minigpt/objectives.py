@@ -49,7 +49,9 @@ def causal_lm_batch(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"causal_lm_batch needs windows of shape (B, T+1) with T >= 1, got "
             f"{tuple(windows.shape)}; sample windows of length block_size + 1"
         )
+    ### BEGIN SOLUTION causal_lm
     return windows[:, :-1], windows[:, 1:]
+    ### END SOLUTION
 
 
 def mask_tokens(
@@ -87,6 +89,7 @@ def mask_tokens(
     special = torch.tensor(sorted({*special_ids, mask_id}), dtype=ids.dtype, device=device)
     candidates = ~torch.isin(ids, special)  # special and padding are never predicted
 
+    ### BEGIN SOLUTION masked_lm
     selected = (_uniform(ids.shape, generator, device) < prob) & candidates
     # Rows that drew nothing get one random candidate, so every row has a label.
     empty = candidates.any(-1) & ~selected.any(-1)  # (...,)
@@ -112,6 +115,7 @@ def mask_tokens(
     inputs[to_mask] = mask_id
     inputs[to_random] = allowed[pick[to_random]]
     return inputs, labels
+    ### END SOLUTION
 
 
 def mlm_batch(
@@ -189,6 +193,7 @@ def span_corruption(
             f"noise_density={noise_density} must be in (0, 1) and "
             f"mean_span_length={mean_span_length} >= 1; T5 uses 0.15 and 3.0"
         )
+    ### BEGIN SOLUTION span_corruption
     num_noise = min(max(round(n * noise_density), 1), n - 1)
     num_spans = max(round(num_noise / mean_span_length), 1)
     # Every span needs a kept piece in front of it; only matters at extreme densities.
@@ -211,6 +216,7 @@ def span_corruption(
         pos += kept + noise
     tgt_parts.append(ids.new_tensor([eos_id]))
     return torch.cat(enc_parts), torch.cat(tgt_parts)
+    ### END SOLUTION
 
 
 def span_corruption_batch(

@@ -72,6 +72,7 @@ def quantize_int8(tensor: Tensor, per_channel: bool = False) -> tuple[Tensor, Te
     gets scale 1 (any scale represents zeros exactly). Scales are float32.
     """
     x = tensor.detach().float()
+    ### BEGIN SOLUTION quantize
     if per_channel:
         if x.dim() < 1:
             raise ValueError("per-channel quantization needs a tensor with at least one dim")
@@ -82,11 +83,14 @@ def quantize_int8(tensor: Tensor, per_channel: bool = False) -> tuple[Tensor, Te
     scale = torch.where(absmax > 0, absmax / INT8_MAX, torch.ones_like(absmax))
     q = torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
     return q, scale
+    ### END SOLUTION
 
 
 def dequantize_int8(q: Tensor, scale: Tensor) -> Tensor:
     """q * scale as float32: the values the int8 tensor stands for."""
+    ### BEGIN SOLUTION quantize
     return q.float() * scale
+    ### END SOLUTION
 
 
 class Int8Linear(nn.Module):

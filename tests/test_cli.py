@@ -109,6 +109,19 @@ def test_missing_data_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert "missing.txt" in err
 
 
+def test_prepare_workers_and_tokenizer_sample(tmp_path: Path, capsys: pytest.CaptureFixture):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 400, encoding="utf-8")
+    for flags in (["--workers", "0"], ["--tokenizer-sample-mb", "0"]):
+        code, _, err = run_cli(["prepare", "--data", str(corpus), *flags], capsys)
+        assert_one_line_usage_error(code, err)
+    code, out, err = run_cli(["prepare", "--data", str(corpus), "--vocab-size", "300",
+                              "--workers", "2", "--tokenizer-sample-mb", "0.005",
+                              "--data-dir", str(tmp_path / "d")], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "tokens" in out and (tmp_path / "d" / "train.bin").exists()
+
+
 def test_bad_sampling_settings_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for flags in (["--top-p", "1.5"], ["--temperature", "-1"], ["--max-new-tokens", "0"]):
         code, _, err = run_cli(["sample", str(tmp_path / "x.pt"), *flags], capsys)

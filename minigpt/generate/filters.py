@@ -37,7 +37,9 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
         raise ValueError(
             f"temperature={temperature} must be > 0 here; use sample_next(temperature=0) for greedy"
         )
+    ### BEGIN SOLUTION sampling
     return logits / temperature
+    ### END SOLUTION
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -50,9 +52,11 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"top_k={k} must be >= 1 (or None to disable)")
     if k >= logits.size(-1):
         return logits
+    ### BEGIN SOLUTION sampling
     keep = torch.zeros_like(logits, dtype=torch.bool)
     keep.scatter_(-1, logits.topk(k, dim=-1).indices, True)
     return logits.masked_fill(~keep, float("-inf"))
+    ### END SOLUTION
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
@@ -66,6 +70,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
         raise ValueError(f"top_p={p} must be in (0, 1] (or None to disable)")
     if p >= 1.0:
         return logits
+    ### BEGIN SOLUTION sampling
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.float().softmax(dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs  # probability of all higher-ranked tokens
@@ -73,6 +78,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     keep_sorted[..., 0] = True
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     return logits.masked_fill(~keep, float("-inf"))
+    ### END SOLUTION
 
 
 def filter_logits(

@@ -35,6 +35,7 @@ def bucket_indices(
     change. `sizes` are in bytes, in the order the buckets should be filled."""
     if cap_bytes <= 0:
         raise ValueError(f"cap_bytes={cap_bytes} must be > 0")
+    ### BEGIN SOLUTION ddp
     buckets: list[list[int]] = []
     filled = 0.0
     for i, size in enumerate(sizes):
@@ -45,6 +46,7 @@ def bucket_indices(
         buckets[-1].append(i)
         filled += size
     return buckets
+    ### END SOLUTION
 
 
 class Bucket:

@@ -132,17 +132,21 @@ class DataParallel(nn.Module):
                 "the last micro-batch's backward, outside the no_sync() block"
             )
         if self.strategy == "naive":
+            ### BEGIN SOLUTION ddp
             for index, p in enumerate(reversed(self.params)):
                 if p.grad is None:  # every rank must make the same calls: reduce zeros
                     p.grad = torch.zeros_like(p)
                 p.grad.div_(self.world_size)  # divide first: the sum cannot overflow
                 dist.all_reduce(p.grad)
                 self._record(index, p.grad, pending=0)
+            ### END SOLUTION
         elif self.strategy == "bucketed":
+            ### BEGIN SOLUTION ddp
             for bucket in self.buckets:
                 bucket.fill()
                 self._launch(bucket, async_op=False, pending=0)
                 bucket.copy_out()
+            ### END SOLUTION
         else:  # overlap: launch whatever backward did not (unused gradients), then wait
             for bucket in self.buckets[self._next_launch :]:
                 bucket.fill()

@@ -59,13 +59,16 @@ def _check_sizes(n_stages: int, n_microbatches: int) -> None:
 def gpipe_schedule(n_stages: int, n_microbatches: int) -> Schedule:
     """GPipe: every stage runs all M forwards, then all M backwards."""
     _check_sizes(n_stages, n_microbatches)
+    ### BEGIN SOLUTION pipeline
     m = range(n_microbatches)
     return [[("F", i) for i in m] + [("B", i) for i in m] for _ in range(n_stages)]
+    ### END SOLUTION
 
 
 def one_f_one_b_schedule(n_stages: int, n_microbatches: int) -> Schedule:
     """1F1B: S-s-1 warm-up forwards on stage s, then one forward / one backward, then drain."""
     _check_sizes(n_stages, n_microbatches)
+    ### BEGIN SOLUTION pipeline
     schedule = []
     for s in range(n_stages):
         warmup = min(n_stages - s - 1, n_microbatches)
@@ -75,6 +78,7 @@ def one_f_one_b_schedule(n_stages: int, n_microbatches: int) -> Schedule:
         ops += [("B", i) for i in range(n_microbatches - warmup, n_microbatches)]  # cool-down
         schedule.append(ops)
     return schedule
+    ### END SOLUTION
 
 
 def zero_bubble_schedule(n_stages: int, n_microbatches: int) -> Schedule:

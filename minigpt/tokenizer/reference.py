@@ -48,6 +48,7 @@ def naive_train_bpe(
         words[tuple(bytes([b]) for b in piece.encode("utf-8"))] += 1
 
     ranks = {bytes([i]): i for i in range(256)}
+    ### BEGIN SOLUTION bpe_train
     while len(ranks) < vocab_size - len(special_tokens):
         pairs: Counter[tuple[bytes, bytes]] = Counter()
         for word, n in words.items():
@@ -65,11 +66,13 @@ def naive_train_bpe(
         for word, n in words.items():
             merged_words[_merge_pair(word, best)] += n
         words = merged_words
+    ### END SOLUTION
     return ranks
 
 
 def _merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[bytes, ...]:
     """Replace each occurrence of `pair`, left to right and without overlaps, by its merge."""
+    ### BEGIN SOLUTION bpe_train
     out: list[bytes] = []
     i = 0
     while i < len(word):
@@ -80,6 +83,7 @@ def _merge_pair(word: tuple[bytes, ...], pair: tuple[bytes, bytes]) -> tuple[byt
             out.append(word[i])
             i += 1
     return tuple(out)
+    ### END SOLUTION
 
 
 def bpe_merge(piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None) -> list[bytes]:
@@ -89,6 +93,7 @@ def bpe_merge(piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
     ties). `max_rank` uses only the merges learned before that rank, which recovers the two
     halves a token was built from (lesson 01 prints the first merges this way).
     """
+    ### BEGIN SOLUTION bpe_encode
     parts = [piece[i : i + 1] for i in range(len(piece))]
     limit = len(ranks) if max_rank is None else max_rank
     while len(parts) > 1:
@@ -101,6 +106,7 @@ def bpe_merge(piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
             break
         parts[best : best + 2] = [parts[best] + parts[best + 1]]
     return parts
+    ### END SOLUTION
 
 
 def naive_encode(
