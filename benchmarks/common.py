@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -80,24 +79,13 @@ def matmul_peak(
     repeats: int = 10,
     device: str = "cpu",
 ) -> float:
-    """Best-of-`repeats` FLOP/s of a square `size` x `size` matmul on all torch threads.
+    """Best-of-`repeats` FLOP/s of a square `size` x `size` matmul on all torch threads: the
+    ceiling MFU is measured against, the trainer's own measurement
+    (`minigpt.training.mfu.measure_matmul_peak`) at the benchmark's size."""
+    from minigpt.training.mfu import measure_matmul_peak
 
-    Best-of (not median) because the peak is the ceiling the model is measured against: any
-    interference only lowers a sample, so the largest sample is the closest to the true ceiling.
-    A square matmul does 2 * n^3 floating-point operations (one multiply and one add per term).
-    """
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    for _ in range(3):  # warm-up: thread pool start, packing buffers, clocks
-        a @ b
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    column = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return measure_matmul_peak(torch.device(device), column, size=size, repeats=repeats)
 
 
 def alternate(

@@ -6,8 +6,10 @@ imported by name; `load_lesson` imports one from its path instead.
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -66,3 +68,38 @@ def gpt2_files() -> tuple[Path, Path]:
     if not (encoder_json.exists() and vocab_bpe.exists()):
         pytest.skip(f"GPT-2 tokenizer files not found under {SHARED_GPT2} (dev checkout only)")
     return encoder_json, vocab_bpe
+
+
+class LocalFileServer:
+    """Serves a dict of path -> bytes on a free port and counts requests per path: downloads are
+    tested against it, since nothing here may reach the internet."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                body = server.files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    srv = LocalFileServer()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()

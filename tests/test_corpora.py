@@ -8,14 +8,13 @@ what can be checked offline (pins, members, validation links).
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import LocalFileServer
 
 from minigpt.corpora import (
     CORPORA,
@@ -48,41 +47,9 @@ def wikitext_zip() -> bytes:
     return buffer.getvalue()
 
 
-class _Server:
-    """Serves a dict of path -> bytes on a free port; counts requests per path."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                body = server.files.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
-    srv = _Server()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-
-
-def point_wikitext_at(server: _Server, monkeypatch, body: bytes, sha256: str | None) -> None:
+def point_wikitext_at(
+    server: LocalFileServer, monkeypatch, body: bytes, sha256: str | None
+) -> None:
     server.files["/wikitext-103-raw-v1.zip"] = body
     url = server.url + "/wikitext-103-raw-v1.zip"
     for name in ("wikitext103", "wikitext103-valid"):
@@ -108,7 +75,7 @@ def test_the_real_table_is_consistent() -> None:
 
 
 def test_wikitext103_from_its_zip_with_its_own_validation_split(
-    server: _Server, tmp_path: Path, monkeypatch
+    server: LocalFileServer, tmp_path: Path, monkeypatch
 ) -> None:
     body = wikitext_zip()
     point_wikitext_at(server, monkeypatch, body, hashlib.sha256(body).hexdigest())  # pinned
@@ -142,7 +109,7 @@ def test_wikitext103_from_its_zip_with_its_own_validation_split(
 
 
 def test_wikitext_archive_with_a_wrong_digest_or_member_is_refused(
-    server: _Server, tmp_path: Path, monkeypatch
+    server: LocalFileServer, tmp_path: Path, monkeypatch
 ) -> None:
     body = wikitext_zip()
     point_wikitext_at(server, monkeypatch, body, "0" * 64)
@@ -165,7 +132,7 @@ def test_wikitext_archive_with_a_wrong_digest_or_member_is_refused(
 
 
 def test_full_tinystories_is_validated_on_the_validation_file(
-    server: _Server, tmp_path: Path, monkeypatch
+    server: LocalFileServer, tmp_path: Path, monkeypatch
 ) -> None:
     stories = [f"Story {i}: Tom had a red ball. He liked to play.\n" for i in range(300)]
     train = f"{EOT}\n".join(stories[:250])

@@ -7,14 +7,13 @@ vocabularies are tiny so the whole file runs in a few seconds.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import LocalFileServer
 
 from minigpt import data
 from minigpt.data import (
@@ -94,42 +93,9 @@ def test_bad_sources_raise_one_line_errors(tmp_path: Path) -> None:
         load_corpus(tmp_path / "none")
 
 
-class _Server:
-    """A local HTTP server with files in a dict; counts GET requests per path."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                body = server.files.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
-    srv = _Server()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-
-
-def test_named_corpus_download_and_cache_hit(server: _Server, tmp_path: Path, monkeypatch) -> None:
+def test_named_corpus_download_and_cache_hit(
+    server: LocalFileServer, tmp_path: Path, monkeypatch
+) -> None:
     body = TEXT.encode("utf-8")
     server.files["/shakes.txt"] = body
     monkeypatch.setitem(
@@ -150,7 +116,7 @@ def test_named_corpus_download_and_cache_hit(server: _Server, tmp_path: Path, mo
         load_corpus("tinyshakespeare")
 
 
-def test_pinned_checksum(server: _Server, tmp_path: Path, monkeypatch) -> None:
+def test_pinned_checksum(server: LocalFileServer, tmp_path: Path, monkeypatch) -> None:
     body = b"some stories\n"
     server.files["/s.txt"] = body
     good = NamedCorpus(server.url + "/s.txt", hashlib.sha256(body).hexdigest(), "good.txt")
@@ -163,7 +129,7 @@ def test_pinned_checksum(server: _Server, tmp_path: Path, monkeypatch) -> None:
     assert sorted(p.name for p in (tmp_path / "cache" / "corpora").iterdir()) == ["good.txt"]
 
 
-def test_offline_and_http_errors(server: _Server, monkeypatch) -> None:
+def test_offline_and_http_errors(server: LocalFileServer, monkeypatch) -> None:
     with socket.socket() as s:  # a port nobody listens on once closed
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
