@@ -141,7 +141,8 @@ def large_config(vocab_size: int) -> ModelConfig:
 
 
 def tiny_config(vocab_size: int) -> ModelConfig:
-    """The CPU main job's preset, with dropout off so both models do identical work."""
+    """The `tiny` preset (the lessons' size; the CPU main job trains it at half width), with
+    dropout off so both models do identical work."""
     config = ModelConfig.from_preset("tiny", vocab_size=vocab_size)
     return ModelConfig.from_dict({**config.to_dict(), "dropout": 0.0})
 

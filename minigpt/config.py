@@ -120,9 +120,10 @@ class ModelConfig:
 
 
 # Named sizes. Override vocab_size to match your tokenizer. Parameter counts (tied weights):
-# tiny ~3.4M (the CPU main job, 1024-token BPE; 64-token windows and dropout 0.1 because its
-# few minutes see the 0.47 MB embedded corpus ~14 times, which without dropout ends in
-# memorising: 1.69 bits per byte at best, 1.63 with it), small ~11M (nanoGPT's Shakespeare shape),
+# tiny ~3.4M (1024-token BPE; 64-token windows and dropout 0.1 because a few minutes see the
+# 0.47 MB embedded corpus ~14 times, which without dropout ends in memorising: 1.69 bits per
+# byte at best, 1.63 with it; the CPU main job trains it at half width, 0.9M, see
+# minigpt.training.settings.RECIPES), small ~11M (nanoGPT's Shakespeare shape),
 # homework ~35.3M (the course homework's 35M with GPT-2's 50257-token vocabulary),
 # gpt2-small 124,439,808 (exactly GPT-2 small: learned positions, no embedding scaling).
 PRESETS: dict[str, dict[str, Any]] = {

@@ -28,6 +28,7 @@ from minigpt.assignment.make import (
     SKIPPED_AT_ROOT,
     make_assignment,
     marked_files,
+    quiet_stub_lint,
     regions_of,
 )
 from minigpt.assignment.regions import is_marker, render
@@ -78,6 +79,8 @@ def run(tmp_path_factory) -> dict:
     copy = tmp_path_factory.mktemp("assignment") / "all"
     made = _cli("assignment", "make", "--exercises", "all", "--out", str(copy))
     caches = [str(p) for pat in SKIPPED_ANYWHERE for p in copy.rglob(pat)]
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."],
+                          cwd=copy, capture_output=True, text=True, timeout=120)  # fmt: skip
     imports = subprocess.run(
         [sys.executable, "-c", "import importlib, pkgutil, minigpt; "
          "names = [m.name for m in pkgutil.walk_packages(minigpt.__path__, 'minigpt.')]; "
@@ -92,7 +95,8 @@ def run(tmp_path_factory) -> dict:
     graded = _cli("assignment", "grade", str(copy), "--json", str(results_json),
                   "--timeout", str(TIMEOUT_S), "--jobs", "2")  # fmt: skip
     untouched = grade(ROOT, jobs=2)
-    return {"copy": copy, "made": made, "caches_after_make": caches, "imports": imports,
+    return {"copy": copy, "made": made, "caches_after_make": caches, "lint": lint,
+            "imports": imports,
             "as_handed_out": as_handed_out, "graded": graded,
             "json": json.loads(results_json.read_text()), "untouched": untouched}  # fmt: skip
 
@@ -111,6 +115,20 @@ def test_make_reports_what_it_stubbed(run):
     assert not {p.name for p in copy.iterdir()} & set(SKIPPED_AT_ROOT)
     assert [p.name for p in (copy / "data").iterdir()] == list(KEPT_IN_DATA)
     assert run["caches_after_make"] == []  # (the grades write their own later)
+
+
+def test_the_copy_as_handed_out_passes_the_linter(run):
+    assert run["lint"].returncode == 0, run["lint"].stdout + run["lint"].stderr
+
+
+def test_lint_ignores_go_to_stubbed_files_only_and_never_twice():
+    table = "[tool.ruff.lint.per-file-ignores]\n"
+    entry = '"minigpt/a.py" = ["F401", "F811", "F841"]  # stubbed by minigpt assignment make\n'
+    lessons = '"lessons/*" = ["E402"]\n'
+    assert quiet_stub_lint(table + lessons, ["minigpt/a.py"]) == table + entry + lessons
+    assert quiet_stub_lint("[project]\n", ["minigpt/a.py"]) == "[project]\n\n" + table + entry
+    with pytest.raises(ValueError, match="already has ruff ignores for lessons/x.py"):
+        quiet_stub_lint(table + '"lessons/x.py" = ["E501"]\n', ["lessons/x.py"])
 
 
 def test_the_package_imports_with_every_exercise_stubbed(run):
@@ -212,6 +230,10 @@ def test_unselected_exercises_are_untouched(tmp_path):
     stub = EXERCISES["attention"].stub
     for rel in sorted(_source_files(root)):
         original, copied = (root / rel).read_bytes(), (out / rel).read_bytes()
+        if rel == "pyproject.toml":  # plus the linter's ignores for the stubbed files only
+            files = sorted({r.path for r in stubbed})
+            assert copied.decode() == quiet_stub_lint(original.decode(), files)
+            continue
         if rel not in marked_files():
             assert copied == original, rel
             continue

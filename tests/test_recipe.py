@@ -46,6 +46,10 @@ def test_flags_override_the_recipe_and_a_budget_replaces_its_budget():
     main_job = with_recipe()  # the default preset's recipe: the CPU main job
     assert main_job == with_recipe(preset="tiny") == TrainConfig(**RECIPES["tiny"])
     assert (main_job.positional, main_job.activation, main_job.dropout) == ("rope", "relu", None)
+    assert (main_job.d_model, main_job.d_ff, main_job.lr) == (128, 512, 2e-3)
+    # a width given replaces both of the recipe's: the preset's d_ff, not the recipe's 512
+    assert (with_recipe(d_model=256).d_model, with_recipe(d_model=256).d_ff) == (256, None)
+    assert (with_recipe(d_ff=2048).d_model, with_recipe(d_ff=2048).lr) == (None, 2e-3)
     assert with_recipe(preset="small") == TrainConfig(preset="small")  # no recipe: defaults
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for preset, recipe in RECIPES.items():

@@ -93,6 +93,27 @@ def _ignore(root: Path, out: Path):
     return ignore
 
 
+# What a stub leaves behind that the linter flags: imports and variables only the cut-out code
+# used, and a name defined again once its first import lost its use. The copy's pyproject.toml
+# silences exactly these in exactly the stubbed files, so `ruff check` stays clean for the
+# student until they write code of their own.
+STUB_LINT_CODES = ("F401", "F811", "F841")
+_IGNORES_TABLE = "[tool.ruff.lint.per-file-ignores]"
+
+
+def quiet_stub_lint(pyproject: str, stubbed_files: Sequence[str]) -> str:
+    """`pyproject` (text) with STUB_LINT_CODES ignored in each of `stubbed_files`."""
+    codes = ", ".join(f'"{code}"' for code in STUB_LINT_CODES)
+    lines = "".join(f'"{rel}" = [{codes}]  # stubbed by minigpt assignment make\n'
+                    for rel in sorted(stubbed_files))  # fmt: skip
+    if _IGNORES_TABLE not in pyproject:
+        return pyproject.rstrip("\n") + f"\n\n{_IGNORES_TABLE}\n{lines}"
+    listed = [rel for rel in stubbed_files if f'\n"{rel}" =' in pyproject]
+    if listed:  # a second key for the same file would make the TOML invalid
+        raise ValueError(f"pyproject.toml already has ruff ignores for {listed[0]}; merge by hand")
+    return pyproject.replace(_IGNORES_TABLE + "\n", f"{_IGNORES_TABLE}\n{lines}", 1)
+
+
 def make_assignment(
     exercises: Sequence[Exercise], out: str | Path, root: str | Path | None = None
 ) -> list[Region]:
@@ -116,4 +137,8 @@ def make_assignment(
     shutil.copytree(root, out, ignore=_ignore(root, out), symlinks=True, dirs_exist_ok=True)
     for rel, text in texts.items():
         (out / rel).write_text(text, encoding="utf-8")
+    pyproject = out / "pyproject.toml"
+    if pyproject.is_file():
+        stubbed_files = sorted({r.path for r in stubbed})
+        pyproject.write_text(quiet_stub_lint(pyproject.read_text("utf-8"), stubbed_files), "utf-8")
     return stubbed

@@ -136,7 +136,8 @@ class TrainConfig:
     The optimisation defaults suit `tiny` on a CPU (embedded corpus, BPE 1024, bf16): with
     minutes of compute, more (smaller) steps beat bigger batches (150 s runs: batch 16 at lr
     2e-3 reached 1.75 bits per byte, batch 32 at lr 1e-3 only 2.29), and with dropout 0.1
-    lr 1e-3 beat 2e-3 (2,000 steps: 1.646 vs 1.672).
+    lr 1e-3 beat 2e-3 (2,000 steps: 1.646 vs 1.672). The main job's half-width model takes
+    2e-3 from its recipe (`RECIPES`).
     """
 
     objective: str = "clm"  # a key of OBJECTIVES: clm | mlm | span
@@ -300,11 +301,20 @@ class TrainConfig:
 # two choices that won the one-minute runs of benchmarks/quality_per_second.py (65 s, Intel
 # Xeon, each against the one before): rotary positions (1.705 -> 1.682 bits per byte) and relu
 # (-> 1.645-1.653), and keeps the preset's dropout 0.1, because the sized run repeats the small
-# corpus many times. Measured as `minigpt train` on a 2-core AMD EPYC (bf16, idle): with
-# dropout 0.1, 1,053 steps, 1.655; without, 1,828 steps (no masks to draw: 11.0k vs 6.5k
-# tokens/s) and 1.812 at the end, best 1.719 at step 750: it memorised the text.
+# corpus many times (without it, 4 x 256 in bf16: 1,828 steps and 1.812 at the end, best 1.719
+# at step 750: it memorised the text). It trains the preset's 4 layers at half its width, 128
+# (d_ff 512, 0.9M parameters), at lr 2e-3: ~150 s buys a CPU too few steps for 256. Measured as
+# `minigpt train` on an idle 2-core AMD EPYC (Zen 4), final validation bits per byte:
+#
+#   width, lr        fp32 (as on a CPU without native bf16)   bf16 (the probe's choice there)
+#   256, 1e-3        525 steps, 1.775                         1,053 steps, 1.655
+#   192, 1e-3        1,003 steps, 1.690
+#   192, 2e-3        835 steps, 1.664                         1,774 steps, 1.655 (3 min 38 s)
+#   128, 2e-3        1,304 steps, 1.665                       2,000 steps (the cap), 1.647
+#
+# and 128 at 2,000 steps in fp32 (a faster CPU's run): 1.630.
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": dict(positional="rope", activation="relu"),
+    "tiny": dict(positional="rope", activation="relu", d_model=128, d_ff=512, lr=2e-3),
     "homework": dict(
         data="wikitext103", tokenizer="gpt2", block_size=512, batch_size=32,
         max_tokens=105_000_000, lr=6e-4, min_lr=6e-5, warmup_steps=500, betas=(0.9, 0.95),
@@ -315,6 +325,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 # Settings that choose how long a run is: one given replaces all of the recipe's.
 _BUDGET_FIELDS = ("max_steps", "max_tokens", "time_limit_s", "target_seconds")
+# The widths a recipe may set: one given replaces both, so `--d-model 256` is the preset's
+# 256-wide block with its own d_ff (1024), not 256 wide over the recipe's 512 hidden units.
+_WIDTH_FIELDS = ("d_model", "d_ff")
 
 
 def with_recipe(**given: Any) -> TrainConfig:
@@ -322,12 +335,14 @@ def with_recipe(**given: Any) -> TrainConfig:
     given comes from the preset's recipe (`RECIPES`), and only then from TrainConfig's default.
 
     A budget given (steps, tokens, seconds) replaces the recipe's, so `--preset homework
-    --max-steps 2` is a two-step run of the recipe, not an error about two budgets.
+    --max-steps 2` is a two-step run of the recipe, not an error about two budgets; likewise
+    a width given (d_model or d_ff) replaces both of the recipe's widths.
     """
     recipe = dict(RECIPES.get(given.get("preset", TrainConfig.preset), {}))
-    if any(given.get(name) is not None for name in _BUDGET_FIELDS):
-        for name in _BUDGET_FIELDS:
-            recipe.pop(name, None)
+    for group in (_BUDGET_FIELDS, _WIDTH_FIELDS):
+        if any(given.get(name) is not None for name in group):
+            for name in group:
+                recipe.pop(name, None)
     return TrainConfig(**{**recipe, **given})
 
 
