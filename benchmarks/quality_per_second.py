@@ -199,8 +199,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"({meta['val_bytes'] / meta['val_tokens']:.2f} bytes/token)"
     )
     args.data_dir = str(data.out_dir)
+    how = "the probe's choice" if args.precision == "auto" else "given"
     args.precision, args.shape = choose_precision_and_shape(args, data.tokenizer)
-    print(f"  precision {args.precision} (probe: --precision auto), shape {args.shape} "
+    print(
+        f"  precision {args.precision} ({how}), shape {args.shape} "
           f"({', '.join(f'{k} {v}' for k, v in SHAPES[args.shape].items() if v is not None)})")
     cfg = build_config(args)
     load_before = load_average()

@@ -217,6 +217,14 @@ def test_progress_due_lets_a_loop_skip_work_and_rejects_no_steps(capsys):
 # --- the measured times, in --help ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stem", ALL_LESSONS)
+def test_every_lesson_states_its_measured_quick_time(stem):
+    doc = (LESSONS / f"{stem}.py").read_text(encoding="utf-8").split('"""')[1]
+    note = timing_note(doc)
+    assert note is not None, f"{stem}: no docstring paragraph starts with 'Measured'"
+    assert "--quick took" in note and "of wall clock" in note, note
+
+
 def test_timing_note_is_the_measured_paragraph_on_one_line():
     doc = "Lesson 99 — x.\n\nProse.\n\nMeasured on a 2-core CPU:\nquick 3 s, full 9 s.\n\nRun: x"
     assert timing_note(doc) == "Measured on a 2-core CPU: quick 3 s, full 9 s."
