@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     from minigpt.generate import GenerationConfig
     from minigpt.parallel.ddp import STRATEGIES
     from minigpt.training.precision import PRECISIONS
-    from minigpt.training.settings import OBJECTIVES, PARALLEL_MODES, PIPELINE_SCHEDULES
+    from minigpt.training.settings import OBJECTIVES, PARALLEL_MODES, PIPELINE_SCHEDULES, RECIPES
 
     objectives = "; ".join(f"{o.name}: {o.summary}" for o in OBJECTIVES.values())
     families = ", ".join(f"{o.name} = {o.model_class}" for o in OBJECTIVES.values())
@@ -539,10 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=tuple(OBJECTIVES), default=None,
                    help=f"{objectives} (default: clm)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="model size, a preset of minigpt.config (default: tiny); `homework` "
-                   "also brings the course's training recipe (each flag given overrides it)")
+                   help="model size, a preset of minigpt.config (default: tiny); "
+                   f"{' and '.join(RECIPES)} also bring a training recipe (RECIPES in "
+                   "minigpt.training.settings; each flag given overrides it), tiny's the CPU "
+                   f"main job's: {', '.join(f'{k} {v}' for k, v in RECIPES['tiny'].items())}")
     for flag, kind, text in (
-        ("--d-model", int, "width of the residual stream"),
+        ("--d-model", int, "width of the residual stream (with --d-ff: replaces both of "
+         "the recipe's widths)"),
         ("--n-layers", int, "number of transformer layers"),
         ("--n-heads", int, "attention heads per layer"),
         ("--d-ff", int, "hidden width of the feed-forward block"),
