@@ -45,7 +45,8 @@ models use it (`--positional rope`).
 Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
 (load average 15-26): quick mode 3.5 s, full mode 3.6 s of CPU time (a quiet 2-core machine
 needs about that or less); the busy machine took 30 s and 69 s of wall-clock time.
-On the same machine idle (load average below 2, two threads): --quick took 2.8 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 2.8 s,
+full mode 6.8 s.
 
 Run:  python lessons/02_embeddings_and_positions.py [--quick] [--device cpu] [--out-dir DIR]
 """

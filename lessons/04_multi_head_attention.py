@@ -33,7 +33,8 @@ what training uses.
 Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
 (load average 15-26): quick mode 5.2 s, full mode 9.3 s of CPU time (a quiet 2-core machine
 needs about that or less); the busy machine took 1 min 48 s and 2 min 48 s of wall-clock time.
-On the same machine idle (load average below 2, two threads): --quick took 3.8 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 3.8 s,
+full mode 8.3 s.
 
 Run:  python lessons/04_multi_head_attention.py [--quick] [--device cpu] [--out-dir DIR]
 """

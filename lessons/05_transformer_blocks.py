@@ -52,7 +52,8 @@ average 15-20): --quick 136 s (37 s of CPU time), full 866 s (105 s of CPU time)
 OMP_NUM_THREADS=1, which stops PyTorch's two threads fighting the other jobs, --quick took
 49 s for 7 s of CPU time. The machine was never idle; there the wall time should come near
 the CPU time.
-On the same machine idle (load average below 2, two threads): --quick took 5.6 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 5.6 s,
+full mode 13 s.
 
 Finally, proven not claimed: our `EncoderLayer` with weights copied from PyTorch's
 `nn.TransformerEncoderLayer` gives the same output to float precision, for both norm positions.

@@ -57,7 +57,8 @@ sentence (" 3" and ":" around "Changed in [MASK] 3.1", " built" after "len() ret
 Measured on a 2-core AMD EPYC while some fifteen other jobs shared its two cores
 (OMP_NUM_THREADS=1): --quick 350 s for 38 s of CPU time, full 857 s for 140 s. The machine was
 never idle; there the wall time should come near the CPU time.
-On the same machine idle (load average below 2, two threads): --quick took 28 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 28 s,
+full mode 1 min 53 s.
 
 Run: python lessons/06_encoder_mlm.py [--quick] [--device cpu] [--out-dir DIR]
 """

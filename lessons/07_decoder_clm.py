@@ -38,7 +38,8 @@ but they go from random characters to word-like, Python-doc-like text.
 Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
 (load average 15-26): quick mode 13 s, full mode 2 min 40 s of CPU time (a quiet 2-core machine
 needs about that or less); the busy machine took 3 min 56 s and 38 min 13 s of wall-clock time.
-On the same machine idle (load average below 2, two threads): --quick took 9.9 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 9.9 s,
+full mode 2 min 04 s.
 
 Run:  python lessons/07_decoder_clm.py [--quick] [--device cpu] [--out-dir DIR]
 """

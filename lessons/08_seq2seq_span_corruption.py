@@ -57,7 +57,8 @@ Measured on a 2-core AMD EPYC shared with 15-25 other jobs, with one thread: qui
 25-34 s of CPU time over three runs, full mode 2-3 min (the wall clock on that busy machine:
 4-5 and 8.5-10.5 minutes). On an idle machine expect about the CPU time. Training prints
 progress lines in both modes.
-On the same machine idle (load average below 2, two threads): --quick took 23 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 23 s,
+full mode 1 min 55 s.
 
 Run: python lessons/08_seq2seq_span_corruption.py [--quick] [--device D] [--out-dir DIR] [--seed N]
 """

@@ -36,7 +36,8 @@ earlier run on a quiet machine 40 s), full mode 3 min 46 s of CPU time (38 min 4
 wall-clock time on the busy machine). Quick mode spends most of it in the recall training,
 which stops 100 steps after induction (step 437 in one run, 559 in a later one); full mode in
 its 1500 language-model steps.
-On the same machine idle (load average below 2, two threads): --quick took 53 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 53 s,
+full mode 3 min 33 s.
 
 With GPT-2's weights at $MINIGPT_GPT2_DIR (model.safetensors or pytorch_model.bin beside
 encoder.json and vocab.bpe) the lesson also scores the course's review example with GPT-2;

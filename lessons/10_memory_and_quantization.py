@@ -37,7 +37,8 @@ Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread while other jobs 
 quick mode 13 s of CPU time (load average ~18; 2 min 26 s of wall-clock time there), full mode
 3 min 37 s of CPU time (load average ~5; 4 min 45 s of wall-clock time). A quiet 2-core machine
 needs about that or less. (Full mode trained 1000 steps before: 7 min 32 s of CPU.)
-On the same machine idle (load average below 2, two threads): --quick took 10 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 10 s,
+full mode 2 min 25 s.
 
 Run:  python lessons/10_memory_and_quantization.py [--quick] [--device cpu] [--out-dir DIR]
 """

@@ -43,7 +43,8 @@ the ZeRO memory bars.
 Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
 (load average 15-26): quick mode 23 s, full mode 1 min 42 s of CPU time (a quiet 2-core machine
 needs about that or less); the busy machine took 2 min 11 s and 11 min 18 s of wall-clock time.
-On the same machine idle (load average below 2, two threads): --quick took 13 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 13 s,
+full mode 51 s.
 
 Run:  python lessons/12_data_parallel.py [--quick] [--device cpu] [--out-dir DIR]
 """

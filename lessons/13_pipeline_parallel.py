@@ -38,7 +38,8 @@ bound, and the pipelined loss with one process's.
 Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs kept it busy
 (load average 15-26): quick mode 17 s, full mode 53 s of CPU time (a quiet 2-core machine needs
 about that or less); the busy machine took 2 min 50 s and 7 min 02 s of wall-clock time.
-On the same machine idle (load average below 2, two threads): --quick took 8.9 s of wall clock.
+On the same machine idle (load average below 2, two threads), wall clock: --quick 8.9 s,
+full mode 31 s.
 
 Run:  python lessons/13_pipeline_parallel.py [--quick] [--device cpu] [--out-dir DIR]
 """

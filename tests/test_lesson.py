@@ -222,7 +222,7 @@ def test_every_lesson_states_its_measured_quick_time(stem):
     doc = (LESSONS / f"{stem}.py").read_text(encoding="utf-8").split('"""')[1]
     note = timing_note(doc)
     assert note is not None, f"{stem}: no docstring paragraph starts with 'Measured'"
-    assert "--quick took" in note and "of wall clock" in note, note
+    assert "idle" in note and "wall clock: --quick" in note and "full mode" in note, note
 
 
 def test_timing_note_is_the_measured_paragraph_on_one_line():
