@@ -44,7 +44,7 @@ Measured on a 2-core AMD EPYC CPU (torch 2.13) with one thread, while other jobs
 (load average 15-26): quick mode 3.9 s, full mode 4.4 s of CPU time (a quiet 2-core machine
 needs about that or less); the busy machine took 37 s and 92 s of wall-clock time.
 On the same machine idle (load average below 2, two threads), wall clock: --quick 3.3 s,
-full mode 44 s.
+full mode 4.4 s.
 
 Run:  python lessons/01_tokenization.py [--quick] [--out-dir DIR]
 """
