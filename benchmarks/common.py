@@ -20,17 +20,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from minigpt.device import cpu_info
+
 
 def cpu_model() -> str:
     """The CPU's marketing name, so a printed table says which machine produced it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def load_average() -> float:

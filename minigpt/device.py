@@ -13,6 +13,20 @@ import torch
 DEVICES = ("auto", "cpu", "cuda", "mps")  # the kinds; cuda also takes an index: cuda:1
 
 
+def cpu_info(field: str) -> str | None:
+    """One field of Linux's /proc/cpuinfo for the first CPU ("model name", "vendor_id", ...),
+    or None where there is no such file or field (macOS, Windows). The benchmarks print the
+    model name; `minigpt.speedups` chooses a matmul library by the vendor."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.split(":", 1)[0].strip() == field:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minigpt.device import cpu_info
+
 _enabled = True
 
 
@@ -164,13 +166,9 @@ ONEDNN_MIN_ROWS = 256
 @functools.cache
 def cpu_vendor() -> str:
     """The CPU's vendor id ("AuthenticAMD", "GenuineIntel", ...; "" when unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    vendor = cpu_info("vendor_id")
+    if vendor is not None:
+        return vendor
     return "" if platform.system() != "Darwin" else platform.processor()
 
 

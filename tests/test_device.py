@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigpt.device import DEVICES, check_device_name, resolve_device
+from minigpt.device import DEVICES, check_device_name, cpu_info, resolve_device
 
 
 def _mps_available() -> bool:
@@ -52,3 +52,15 @@ def test_cuda_without_cuda_says_use_cpu():
 def test_mps_without_mps_says_use_cpu():
     with pytest.raises(ValueError, match="MPS is not available; use cpu"):
         resolve_device("mps")
+
+
+def test_cpu_info_reads_a_field_of_proc_cpuinfo_or_says_none(tmp_path, monkeypatch):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel Xeon\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(
+        fake if path == "/proc/cpuinfo" else path, *a, **k))  # fmt: skip
+    assert (cpu_info("vendor_id"), cpu_info("model name")) == ("GenuineIntel", "Intel Xeon")
+    assert cpu_info("model") is None  # whole field names only
+    fake.unlink()  # no /proc/cpuinfo (macOS, Windows)
+    assert cpu_info("vendor_id") is None
