@@ -58,7 +58,7 @@ from minigpt.data import prepare  # noqa: E402
 from minigpt.device import resolve_device  # noqa: E402
 from minigpt.training.precision import resolve_precision, time_fp32_and_bf16  # noqa: E402
 from minigpt.training.run import run_training  # noqa: E402
-from minigpt.training.settings import TrainConfig, build_model_for  # noqa: E402
+from minigpt.training.settings import RECIPES, TrainConfig, build_model_for  # noqa: E402
 
 GOAL_BPB = {"bf16": 1.65, "fp16": 1.65, "fp32": 1.90}  # by the run's precision (issue 16)
 REFERENCES = [  # (what, bits per byte, seconds) quoted from issue 4, same text/split/machine
@@ -78,7 +78,7 @@ REFERENCES = [  # (what, bits per byte, seconds) quoted from issue 4, same text/
 # steps for 256; with bf16's faster steps the wider model wins. `--shape` picks by hand.
 SHAPES = {
     "preset": dict(d_model=None, d_ff=None, lr=1e-3),  # tiny's 4 x 256
-    "narrow": dict(d_model=128, d_ff=512, lr=2e-3),
+    "narrow": {k: RECIPES["tiny"][k] for k in ("d_model", "d_ff", "lr")},  # the main job's
 }
 SHAPE_FOR_PRECISION = {"fp32": "narrow", "bf16": "preset", "fp16": "preset"}
 
